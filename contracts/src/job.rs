@@ -1,0 +1,1 @@
+//! Job handles: the caller's receipt for long-running work.

@@ -1,0 +1,1 @@
+//! The `bver.manifest.json` capability contract of a bundle.

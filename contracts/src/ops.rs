@@ -1,0 +1,1 @@
+//! Operation specs: what every surface (REST, MCP, EAGER, CLI) exposes.

@@ -1,0 +1,1 @@
+//! `bver://` pointers: [`RefPtr`], [`AttributePath`], [`AttributePointer`] and their strict parser.

@@ -1,0 +1,1 @@
+//! The six BVER primitives' contracts: definition, invocation, result (spec/primitive-contracts.md).

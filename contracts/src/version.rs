@@ -1,0 +1,1 @@
+//! Version records and RFC 6902 diffs of references.
