@@ -26,4 +26,5 @@ pub mod version;
 
 pub use error::{BverError, ErrorCode, Phase, PrimitiveError};
 // Re-exports of the pointer types.
+pub use pointer::{AttributePath, AttributePointer, PointerError, RefPtr, Segment};
 // Re-exports of the other contract types.
