@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check;
+mod manifest;
 mod ptr;
 
 /// BVER: define the domain, BVER builds the system.
@@ -18,6 +20,10 @@ struct Cli {
 enum Command {
     /// Work with `bver://` pointers.
     Ptr(ptr::PtrArgs),
+    /// Compile a domain definition and report every error (exit 1), or a summary (exit 0).
+    Check(check::CheckArgs),
+    /// Compile a domain definition and write one `bver.manifest.json` per bundle.
+    Manifest(manifest::ManifestArgs),
 }
 
 /// Parse the process arguments and run the chosen subcommand.
@@ -25,5 +31,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Ptr(args) => ptr::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Manifest(args) => manifest::run(args),
     }
 }

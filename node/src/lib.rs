@@ -8,3 +8,5 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod domain;
+pub mod store;

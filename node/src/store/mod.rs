@@ -1,0 +1,613 @@
+//! Versioned storage of references, on SQLite (the embedded default) or PostgreSQL.
+//!
+//! Every mutation commits, in one transaction, the new current value, a full version
+//! snapshot with provenance, an RFC 6902 diff from the previous version and an outbox event
+//! with a dense per-platform sequence number. Writes go through one group-commit writer per
+//! process ([`writer`]); reads go to a read pool, through an in-process cache ([`cache`]).
+//!
+//! Durability: SQLite runs in WAL mode with `synchronous=FULL`; PostgreSQL with
+//! `synchronous_commit=on`. A caller is answered only after its commit is durable.
+//!
+//! **Architecture Invariant:** the store applies changes, checks versions and keeps history;
+//! it knows nothing of scopes or operations. Only the operation broker calls its write path.
+
+mod cache;
+mod schema;
+mod sql;
+mod types;
+mod writer;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bver_contracts::{BverError, ErrorCode, Phase};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use types::{
+    Change, ChangeType, Committed, Current, Idempotency, Mutation, OutboxEvent, Page, Provenance,
+    RefKey, Validator, VersionRow,
+};
+
+use cache::ReadCache;
+use sql::{Dialect, i64_of};
+use writer::{WriteReq, Writer};
+
+/// Tuning of a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How many current references the read cache holds (0 disables it).
+    pub cache_capacity: u64,
+    /// The most mutations one group commit takes.
+    pub max_batch: usize,
+    /// Connections for reads (SQLite) or for everything (PostgreSQL).
+    pub pool_size: u32,
+    /// How many mutations may wait for the writer before callers wait to enqueue.
+    pub queue_depth: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 100_000,
+            max_batch: 256,
+            pool_size: 4,
+            queue_depth: 4096,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Sqlite { write: SqlitePool, read: SqlitePool },
+    Postgres { pool: PgPool },
+}
+
+impl Backend {
+    fn dialect(&self) -> Dialect {
+        match self {
+            Self::Sqlite { .. } => Dialect::Sqlite,
+            Self::Postgres { .. } => Dialect::Postgres,
+        }
+    }
+}
+
+/// Run `$body` with `$conn` bound to a read executor of whichever backend the store uses.
+macro_rules! with_reader {
+    ($backend:expr, |$conn:ident| $body:expr) => {
+        match $backend {
+            Backend::Sqlite { read, .. } => {
+                let $conn = read;
+                $body
+            }
+            Backend::Postgres { pool } => {
+                let $conn = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// A handle to a platform's store. Cheap to clone; all clones share one writer and one cache.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    epoch: String,
+    cache: Option<Arc<ReadCache>>,
+    writes: mpsc::Sender<WriteReq>,
+    last_seq: watch::Receiver<u64>,
+}
+
+/// Map a database failure to the shared error; the cause is logged, not returned.
+pub(crate) fn storage_error(e: &sqlx::Error) -> BverError {
+    tracing::warn!(error = %e, "storage failure");
+    BverError::new(
+        ErrorCode::StorageError,
+        Phase::Storage,
+        "the storage backend failed; the request may be retried",
+    )
+    .retryable(true)
+}
+
+fn store_err(e: sqlx::Error) -> BverError {
+    storage_error(&e)
+}
+
+impl Store {
+    /// Open (creating if needed) the SQLite store in `path`, run migrations, start the writer.
+    pub async fn open_sqlite(path: &Path, options: StoreOptions) -> Result<Self, BverError> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| open_error(&e, &path.display().to_string()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(options.pool_size.max(1))
+            .connect_with(connect.read_only(true))
+            .await
+            .map_err(|e| open_error(&e, &path.display().to_string()))?;
+        migrate_sqlite(&write).await.map_err(store_err)?;
+        Self::start(Backend::Sqlite { write, read }, options).await
+    }
+
+    /// Connect to PostgreSQL at `url`, run migrations, start the writer.
+    ///
+    /// The read cache is disabled: several processes may share the database.
+    pub async fn open_postgres(url: &str, mut options: StoreOptions) -> Result<Self, BverError> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| {
+                BverError::new(
+                    ErrorCode::InvalidDefinition,
+                    Phase::Configuration,
+                    format!("bad PostgreSQL URL: {e}"),
+                )
+            })?
+            .options([("synchronous_commit", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.pool_size.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await
+            .map_err(|e| open_error(&e, "PostgreSQL"))?;
+        migrate_postgres(&pool).await.map_err(store_err)?;
+        options.cache_capacity = 0;
+        Self::start(Backend::Postgres { pool }, options).await
+    }
+
+    async fn start(backend: Backend, options: StoreOptions) -> Result<Self, BverError> {
+        let epoch = ensure_epoch(&backend).await.map_err(store_err)?;
+        let last = with_reader!(&backend, |conn| {
+            sqlx::query("SELECT value FROM bver_outbox_seq WHERE id = 1")
+                .fetch_one(conn)
+                .await
+                .and_then(|r| r.try_get::<i64, _>(0))
+        })
+        .map_err(store_err)?;
+        let cache =
+            (options.cache_capacity > 0).then(|| Arc::new(ReadCache::new(options.cache_capacity)));
+        let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
+        let (seq_tx, seq_rx) = watch::channel(sql::u64_of(last));
+        let writer = Writer {
+            backend: backend.clone(),
+            epoch: epoch.clone(),
+            cache: cache.clone(),
+            max_batch: options.max_batch.max(1),
+            last_seq: seq_tx,
+        };
+        tokio::spawn(writer.run(rx));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                epoch,
+                cache,
+                writes: tx,
+                last_seq: seq_rx,
+            }),
+        })
+    }
+
+    /// The outbox epoch: a random id minted when this platform's outbox was created.
+    pub fn epoch(&self) -> &str {
+        &self.inner.epoch
+    }
+
+    /// Which backend this store runs on (`sqlite` or `postgres`).
+    pub fn backend_name(&self) -> &'static str {
+        match self.inner.backend.dialect() {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// Watch the highest outbox sequence number committed through this process.
+    pub fn subscribe_seq(&self) -> watch::Receiver<u64> {
+        self.inner.last_seq.clone()
+    }
+
+    /// Commit one mutation (group-committed with others) and return its new version.
+    pub async fn mutate(&self, mutation: Mutation) -> Result<Committed, BverError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writes
+            .send(WriteReq { mutation, reply })
+            .await
+            .map_err(|_| unavailable())?;
+        answer.await.map_err(|_| unavailable())?
+    }
+
+    /// The current state of a reference, including a tombstone if it was deleted.
+    pub async fn get(&self, key: &RefKey) -> Result<Option<Arc<Current>>, BverError> {
+        if let Some(cache) = &self.inner.cache {
+            if let Some(hit) = cache.get(key) {
+                return Ok(Some(hit));
+            }
+            let generation = cache.generation();
+            let found = self.get_uncached(key).await?.map(Arc::new);
+            if let Some(c) = &found {
+                cache.fill(generation, c.clone());
+            }
+            return Ok(found);
+        }
+        Ok(self.get_uncached(key).await?.map(Arc::new))
+    }
+
+    async fn get_uncached(&self, key: &RefKey) -> Result<Option<Current>, BverError> {
+        let sql = const_format_current();
+        let row = with_reader!(&self.inner.backend, |conn| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&key.namespace)
+                .bind(&key.repo)
+                .bind(&key.id)
+                .fetch_optional(conn)
+                .await
+                .and_then(|r| r.map(|r| sql::current_of(&r)).transpose())
+        });
+        row.map_err(store_err)
+    }
+
+    /// One stored version of a reference.
+    pub async fn version(
+        &self,
+        key: &RefKey,
+        version: u64,
+    ) -> Result<Option<VersionRow>, BverError> {
+        let sql = format!(
+            "SELECT {} FROM bver_versions WHERE namespace = $1 AND repo = $2 AND id = $3 AND version = $4",
+            sql::VERSION_COLUMNS
+        );
+        with_reader!(&self.inner.backend, |conn| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&key.namespace)
+                .bind(&key.repo)
+                .bind(&key.id)
+                .bind(i64_of(version))
+                .fetch_optional(conn)
+                .await
+                .and_then(|r| r.map(|r| sql::version_of(&r)).transpose())
+        })
+        .map_err(store_err)
+    }
+
+    /// Versions of a reference in ascending order, `limit` at a time.
+    pub async fn history(
+        &self,
+        key: &RefKey,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<VersionRow>, BverError> {
+        let after = match cursor {
+            None => 0,
+            Some(c) => decode_cursor(c)?
+                .parse::<i64>()
+                .map_err(|_| bad_cursor(c))?,
+        };
+        let limit = limit.clamp(1, 1000);
+        let sql = format!(
+            "SELECT {} FROM bver_versions WHERE namespace = $1 AND repo = $2 AND id = $3 AND version > $4 \
+             ORDER BY version LIMIT $5",
+            sql::VERSION_COLUMNS
+        );
+        let mut items = with_reader!(&self.inner.backend, |conn| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&key.namespace)
+                .bind(&key.repo)
+                .bind(&key.id)
+                .bind(after)
+                .bind(i64::from(limit) + 1)
+                .fetch_all(conn)
+                .await
+                .and_then(|rows| {
+                    rows.iter()
+                        .map(sql::version_of)
+                        .collect::<Result<Vec<_>, _>>()
+                })
+        })
+        .map_err(store_err)?;
+        let next = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|v| encode_cursor(&v.version.to_string()))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Live (not deleted) references of a repository, ordered by id; `kind` filters to a kind
+    /// and its sub-kinds (`power` matches `power.substation`).
+    pub async fn list(
+        &self,
+        namespace: &str,
+        repo: &str,
+        kind: Option<&str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Current>, BverError> {
+        let after = cursor.map(decode_cursor).transpose()?.unwrap_or_default();
+        let limit = limit.clamp(1, 1000);
+        let kind_clause = if kind.is_some() {
+            " AND (kind = $5 OR substr(kind, 1, length($6)) = $6)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {} FROM bver_refs WHERE namespace = $1 AND repo = $2 AND deleted = $3 AND id > $4{kind_clause} \
+             ORDER BY id LIMIT {}",
+            sql::CURRENT_COLUMNS,
+            limit + 1
+        );
+        let mut items = with_reader!(&self.inner.backend, |conn| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(namespace)
+                .bind(repo)
+                .bind(false)
+                .bind(&after);
+            if let Some(k) = kind {
+                q = q.bind(k).bind(format!("{k}."));
+            }
+            q.fetch_all(conn).await.and_then(|rows| {
+                rows.iter()
+                    .map(sql::current_of)
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        })
+        .map_err(store_err)?;
+        let next = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|c| encode_cursor(&c.key.id))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Live references of a namespace across its repositories, ordered by repo then id.
+    pub async fn listrefs(
+        &self,
+        namespace: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<RefKey>, BverError> {
+        let (after_repo, after_id) = match cursor {
+            None => (String::new(), String::new()),
+            Some(c) => {
+                let raw = decode_cursor(c)?;
+                let (r, i) = raw.split_once('\n').ok_or_else(|| bad_cursor(c))?;
+                (r.to_owned(), i.to_owned())
+            }
+        };
+        let limit = limit.clamp(1, 1000);
+        let sql = format!(
+            "SELECT namespace, repo, id FROM bver_refs WHERE namespace = $1 AND deleted = $2 \
+             AND (repo > $3 OR (repo = $3 AND id > $4)) ORDER BY repo, id LIMIT {}",
+            limit + 1
+        );
+        let mut items = with_reader!(&self.inner.backend, |conn| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(namespace)
+                .bind(false)
+                .bind(&after_repo)
+                .bind(&after_id)
+                .fetch_all(conn)
+                .await
+                .and_then(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            Ok(RefKey {
+                                namespace: r.try_get(0)?,
+                                repo: r.try_get(1)?,
+                                id: r.try_get(2)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                })
+        })
+        .map_err(store_err)?;
+        let next = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items
+                .last()
+                .map(|k| encode_cursor(&format!("{}\n{}", k.repo, k.id)))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Outbox events with a sequence number above `after`, in order, at most `limit`.
+    pub async fn events_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, BverError> {
+        let sql = format!(
+            "SELECT {} FROM bver_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            sql::EVENT_COLUMNS
+        );
+        with_reader!(&self.inner.backend, |conn| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(i64_of(after))
+                .bind(i64::from(limit.max(1)))
+                .fetch_all(conn)
+                .await
+                .and_then(|rows| {
+                    rows.iter()
+                        .map(sql::event_of)
+                        .collect::<Result<Vec<_>, _>>()
+                })
+        })
+        .map_err(store_err)
+    }
+
+    /// Whether the storage answers (for readiness checks).
+    pub async fn ping(&self) -> Result<(), BverError> {
+        with_reader!(&self.inner.backend, |conn| sqlx::query("SELECT 1")
+            .execute(conn)
+            .await
+            .map(|_| ()))
+        .map_err(store_err)
+    }
+}
+
+fn const_format_current() -> String {
+    format!(
+        "SELECT {} FROM bver_refs WHERE namespace = $1 AND repo = $2 AND id = $3",
+        sql::CURRENT_COLUMNS
+    )
+}
+
+fn unavailable() -> BverError {
+    BverError::new(
+        ErrorCode::Unavailable,
+        Phase::Storage,
+        "the store is shutting down",
+    )
+    .retryable(true)
+}
+
+fn open_error(e: &sqlx::Error, what: &str) -> BverError {
+    BverError::new(
+        ErrorCode::Unavailable,
+        Phase::Storage,
+        format!("cannot open storage {what}: {e}"),
+    )
+    .retryable(true)
+}
+
+fn bad_cursor(c: &str) -> BverError {
+    BverError::new(
+        ErrorCode::MalformedRequest,
+        Phase::InputValidation,
+        "the paging cursor is not valid",
+    )
+    .with_details(serde_json::json!({ "cursor": c }))
+}
+
+fn encode_cursor(raw: &str) -> String {
+    hex::encode(raw)
+}
+
+fn decode_cursor(c: &str) -> Result<String, BverError> {
+    let bytes = hex::decode(c).map_err(|_| bad_cursor(c))?;
+    String::from_utf8(bytes).map_err(|_| bad_cursor(c))
+}
+
+async fn ensure_epoch(backend: &Backend) -> Result<String, sqlx::Error> {
+    let fresh = format!("{:016x}", rand::random::<u64>());
+    match backend {
+        Backend::Sqlite { write, .. } => {
+            sqlx::query("INSERT INTO bver_meta (key, value) VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING")
+                .bind(&fresh)
+                .execute(write)
+                .await?;
+            sqlx::query("SELECT value FROM bver_meta WHERE key = 'epoch'")
+                .fetch_one(write)
+                .await?
+                .try_get(0)
+        }
+        Backend::Postgres { pool } => {
+            sqlx::query("INSERT INTO bver_meta (key, value) VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING")
+                .bind(&fresh)
+                .execute(pool)
+                .await?;
+            sqlx::query("SELECT value FROM bver_meta WHERE key = 'epoch'")
+                .fetch_one(pool)
+                .await?
+                .try_get(0)
+        }
+    }
+}
+
+const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS bver_schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query(MIGRATIONS_TABLE).execute(&mut *conn).await?;
+    for m in schema::MIGRATIONS {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query("SELECT 1 FROM bver_schema_migrations WHERE version = $1")
+            .bind(m.version)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !done {
+            tracing::info!(
+                version = m.version,
+                name = m.name,
+                "applying storage migration"
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(m.sqlite))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO bver_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(m.version)
+                .bind(m.name)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+async fn migrate_postgres(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(schema::PG_MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let result = async {
+        sqlx::query(MIGRATIONS_TABLE).execute(&mut *conn).await?;
+        for m in schema::MIGRATIONS {
+            let mut tx = conn.begin().await?;
+            let done = sqlx::query("SELECT 1 FROM bver_schema_migrations WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !done {
+                tracing::info!(version = m.version, name = m.name, "applying storage migration");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(m.postgres)).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO bver_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                    .bind(m.version)
+                    .bind(m.name)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(schema::PG_MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    result
+}

@@ -1,0 +1,618 @@
+//! The group-commit writer: many callers, one transaction, every caller answered after the
+//! durable commit.
+//!
+//! Callers send [`Mutation`]s over a channel. The writer task takes whatever is queued (up to
+//! `max_batch`), and commits the batch with a constant number of statements: one read of the
+//! current rows (locked on PostgreSQL), one multi-row upsert of the new current rows, one
+//! multi-row insert of version snapshots, one bump of the outbox sequence counter, one
+//! multi-row insert of outbox events, and one of idempotency records. Validation, conflict
+//! checks and diffs run in memory between the read and the writes, so a mutation that fails
+//! (conflict, schema violation) never touches the database and does not fail its neighbours.
+//!
+//! **Outbox order invariant:** the sequence counter row is updated as the last step before
+//! commit. On PostgreSQL its row lock is held until commit, so the next transaction gets its
+//! numbers only after this one is visible: sequence order is commit order, and a reader that
+//! follows `seq > cursor` can never skip an event that commits late.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bver_contracts::{BverError, ErrorCode, Phase};
+use serde_json::Value;
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::cache::ReadCache;
+use super::sql::{self, Arg, Dialect, bind_all, chunks, i64_of, placeholders};
+use super::types::{Change, ChangeType, Committed, Current, Mutation, RefKey};
+use super::{Backend, storage_error};
+
+/// A mutation waiting for the writer, with the channel its answer goes back on.
+pub(crate) struct WriteReq {
+    pub(crate) mutation: Mutation,
+    pub(crate) reply: oneshot::Sender<Result<Committed, BverError>>,
+}
+
+pub(crate) struct Writer {
+    pub(crate) backend: Backend,
+    pub(crate) epoch: String,
+    pub(crate) cache: Option<Arc<ReadCache>>,
+    pub(crate) max_batch: usize,
+    pub(crate) last_seq: watch::Sender<u64>,
+}
+
+/// How many times a batch is retried after a transient database failure (deadlock,
+/// serialisation failure, a concurrent process inserting the same version).
+const MAX_ATTEMPTS: usize = 8;
+
+impl Writer {
+    pub(crate) async fn run(self, mut rx: mpsc::Receiver<WriteReq>) {
+        let mut batch: Vec<WriteReq> = Vec::with_capacity(self.max_batch);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(req) => batch.push(req),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(&mut batch).await;
+            batch.clear();
+        }
+    }
+
+    async fn commit_batch(&self, batch: &mut Vec<WriteReq>) {
+        let mutations: Vec<&Mutation> = batch.iter().map(|r| &r.mutation).collect();
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            match self.try_commit(&mutations).await {
+                Ok(outcome) => break Ok(outcome),
+                Err(e) if attempt < MAX_ATTEMPTS && is_transient(&e) => {
+                    tracing::debug!(attempt, error = %e, "retrying write batch after a transient failure");
+                    let backoff = 2u64.pow(attempt as u32).min(200);
+                    tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(
+                        0..=backoff,
+                    )))
+                    .await;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match outcome {
+            Ok(BatchOutcome {
+                results,
+                states,
+                last_seq,
+            }) => {
+                if let Some(cache) = &self.cache {
+                    cache.committed(states);
+                }
+                if let Some(seq) = last_seq {
+                    self.last_seq.send_replace(seq);
+                }
+                for (req, result) in batch.drain(..).zip(results) {
+                    let _ = req.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, size = batch.len(), "write batch failed");
+                let err = storage_error(&e);
+                for req in batch.drain(..) {
+                    let _ = req.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    async fn try_commit(&self, mutations: &[&Mutation]) -> Result<BatchOutcome, sqlx::Error> {
+        match &self.backend {
+            Backend::Sqlite { write, .. } => {
+                let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                let out = commit_in!(tx, Dialect::Sqlite, &self.epoch, mutations);
+                tx.commit().await?;
+                Ok(out)
+            }
+            Backend::Postgres { pool } => {
+                let mut tx = pool.begin().await?;
+                let out = commit_in!(tx, Dialect::Postgres, &self.epoch, mutations);
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+struct BatchOutcome {
+    results: Vec<Result<Committed, BverError>>,
+    states: Vec<Arc<Current>>,
+    last_seq: Option<u64>,
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL: deadlock, serialisation failure, unique violation (a concurrent process
+            // inserted the same version: re-reading shows the conflict properly).
+            // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes.
+            matches!(code.as_ref(), "40P01" | "40001" | "23505")
+                || code
+                    .parse::<i32>()
+                    .map(|c| c & 0xff == 5 || c & 0xff == 6)
+                    .unwrap_or(false)
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        _ => false,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A version planned in memory, not yet written.
+struct Planned {
+    index: usize,
+    committed: Committed,
+    principal: String,
+    operation: String,
+    request_id: String,
+    idempotency: Option<(String, String)>,
+}
+
+/// Compute the batch in memory: for each mutation, its new state or its error.
+/// `current` holds the state of every key touched (updated as the batch proceeds).
+fn plan(
+    mutations: &[&Mutation],
+    current: &mut HashMap<RefKey, Current>,
+    snapshots: &HashMap<(RefKey, u64), (Option<String>, Value, bool)>,
+    idem: &mut HashMap<(String, String), (String, Committed)>,
+    now: i64,
+) -> (Vec<Option<Result<Committed, BverError>>>, Vec<Planned>) {
+    let mut results: Vec<Option<Result<Committed, BverError>>> =
+        Vec::with_capacity(mutations.len());
+    let mut planned = Vec::new();
+    // Versions planned in this batch, for a restore of a version made earlier in the batch.
+    let mut fresh: HashMap<(RefKey, u64), (Option<String>, Value, bool)> = HashMap::new();
+    for (index, m) in mutations.iter().enumerate() {
+        if let Some(i) = &m.idempotency {
+            let k = (m.provenance.principal.clone(), i.key.clone());
+            if let Some((fingerprint, stored)) = idem.get(&k) {
+                results.push(Some(if *fingerprint == i.fingerprint {
+                    let mut replay = stored.clone();
+                    replay.replayed = true;
+                    Ok(replay)
+                } else {
+                    Err(BverError::new(
+                        ErrorCode::IdempotencyMismatch,
+                        Phase::InputValidation,
+                        format!(
+                            "idempotency key {:?} was already used with a different request",
+                            i.key
+                        ),
+                    )
+                    .with_details(serde_json::json!({ "idempotency_key": i.key }))
+                    .with_ref(m.key.to_string()))
+                }));
+                continue;
+            }
+        }
+        let cur = current.get(&m.key);
+        match apply(m, cur, snapshots, &fresh, now) {
+            Err(e) => results.push(Some(Err(e))),
+            Ok(next) => {
+                let old_value = cur.map(|c| &c.value).unwrap_or(&Value::Null);
+                let diff = serde_json::to_value(json_patch::diff(old_value, &next.value))
+                    .unwrap_or(Value::Array(Vec::new()));
+                let committed = Committed {
+                    key: m.key.clone(),
+                    version: next.version,
+                    kind: next.kind.clone(),
+                    value: next.value.clone(),
+                    deleted: next.deleted,
+                    change: next.change,
+                    diff,
+                    seq: 0,
+                    at: now,
+                    replayed: false,
+                };
+                fresh.insert(
+                    (m.key.clone(), next.version),
+                    (next.kind.clone(), next.value.clone(), next.deleted),
+                );
+                let created_at = cur.map(|c| c.created_at).unwrap_or(now);
+                current.insert(
+                    m.key.clone(),
+                    Current {
+                        key: m.key.clone(),
+                        kind: next.kind,
+                        value: next.value,
+                        version: next.version,
+                        deleted: next.deleted,
+                        created_at,
+                        updated_at: now,
+                    },
+                );
+                let idempotency = m
+                    .idempotency
+                    .as_ref()
+                    .map(|i| (i.key.clone(), i.fingerprint.clone()));
+                if let Some((key, fingerprint)) = &idempotency {
+                    idem.insert(
+                        (m.provenance.principal.clone(), key.clone()),
+                        (fingerprint.clone(), committed.clone()),
+                    );
+                }
+                results.push(None);
+                planned.push(Planned {
+                    index,
+                    committed,
+                    principal: m.provenance.principal.clone(),
+                    operation: m.provenance.operation.clone(),
+                    request_id: m.provenance.request_id.clone(),
+                    idempotency,
+                });
+            }
+        }
+    }
+    (results, planned)
+}
+
+struct Next {
+    kind: Option<String>,
+    value: Value,
+    deleted: bool,
+    version: u64,
+    change: ChangeType,
+}
+
+fn conflict(m: &Mutation, code: ErrorCode, message: String, details: Value) -> BverError {
+    BverError::new(code, Phase::Execution, message)
+        .with_details(details)
+        .with_ref(m.key.to_string())
+}
+
+/// Apply one mutation to the current state, in memory.
+fn apply(
+    m: &Mutation,
+    cur: Option<&Current>,
+    snapshots: &HashMap<(RefKey, u64), (Option<String>, Value, bool)>,
+    fresh: &HashMap<(RefKey, u64), (Option<String>, Value, bool)>,
+    _now: i64,
+) -> Result<Next, BverError> {
+    let current_version = cur.map(|c| c.version).unwrap_or(0);
+    if let Some(expected) = m.expected_version
+        && expected != current_version
+    {
+        return Err(conflict(
+            m,
+            ErrorCode::VersionConflict,
+            format!(
+                "expected version {expected} of {}, but the current version is {current_version}",
+                m.key
+            ),
+            serde_json::json!({ "expected_version": expected, "current_version": current_version }),
+        ));
+    }
+    let live = cur.filter(|c| !c.deleted);
+    let not_found = || {
+        let mut e = BverError::new(
+            ErrorCode::NotFound,
+            Phase::Execution,
+            format!("{} does not exist", m.key),
+        )
+        .with_ref(m.key.to_string());
+        if let Some(c) = cur {
+            e = e.with_details(serde_json::json!({ "deleted": true, "version": c.version,
+                "hint": "the reference was deleted; restore an earlier version to bring it back" }));
+        }
+        e
+    };
+    let version = current_version + 1;
+    let (kind, value, deleted, change) = match &m.change {
+        Change::Create { kind, value } => {
+            if let Some(c) = cur {
+                let hint = if c.deleted {
+                    "the reference was deleted; restore an earlier version instead of creating it again"
+                } else {
+                    "use patch or replace to change an existing reference"
+                };
+                return Err(conflict(
+                    m,
+                    ErrorCode::AlreadyExists,
+                    format!("{} already exists", m.key),
+                    serde_json::json!({ "current_version": c.version, "deleted": c.deleted, "hint": hint }),
+                ));
+            }
+            (kind.clone(), value.clone(), false, ChangeType::Created)
+        }
+        Change::Replace { value } => {
+            let c = live.ok_or_else(not_found)?;
+            (c.kind.clone(), value.clone(), false, ChangeType::Updated)
+        }
+        Change::MergePatch(patch) => {
+            let c = live.ok_or_else(not_found)?;
+            let mut value = c.value.clone();
+            json_patch::merge(&mut value, patch);
+            (c.kind.clone(), value, false, ChangeType::Updated)
+        }
+        Change::JsonPatch(patch) => {
+            let c = live.ok_or_else(not_found)?;
+            let mut value = c.value.clone();
+            json_patch::patch(&mut value, patch).map_err(|e| {
+                BverError::new(
+                    ErrorCode::MalformedRequest,
+                    Phase::InputValidation,
+                    format!("the JSON Patch does not apply to {}: {e}", m.key),
+                )
+                .with_details(serde_json::json!({ "reason": e.to_string() }))
+                .with_ref(m.key.to_string())
+            })?;
+            (c.kind.clone(), value, false, ChangeType::Updated)
+        }
+        Change::ChangeKind { kind, value } => {
+            let c = live.ok_or_else(not_found)?;
+            let value = value.clone().unwrap_or_else(|| c.value.clone());
+            (kind.clone(), value, false, ChangeType::KindChanged)
+        }
+        Change::Delete => {
+            live.ok_or_else(not_found)?;
+            (
+                cur.and_then(|c| c.kind.clone()),
+                Value::Null,
+                true,
+                ChangeType::Deleted,
+            )
+        }
+        Change::Restore { version: target } => {
+            if cur.is_none() {
+                return Err(not_found());
+            }
+            let k = (m.key.clone(), *target);
+            let (kind, value, was_deleted) = fresh
+                .get(&k)
+                .or_else(|| snapshots.get(&k))
+                .cloned()
+                .ok_or_else(|| {
+                BverError::new(
+                    ErrorCode::NotFound,
+                    Phase::Execution,
+                    format!(
+                        "{} has no version {target} (latest is {current_version})",
+                        m.key
+                    ),
+                )
+                .with_details(
+                    serde_json::json!({ "version": target, "current_version": current_version }),
+                )
+                .with_ref(m.key.to_string())
+            })?;
+            if was_deleted {
+                return Err(conflict(
+                    m,
+                    ErrorCode::NotFound,
+                    format!(
+                        "version {target} of {} is a deletion and cannot be restored",
+                        m.key
+                    ),
+                    serde_json::json!({ "version": target }),
+                ));
+            }
+            (kind, value, false, ChangeType::Restored)
+        }
+    };
+    if !deleted && let Some(validate) = &m.validator {
+        validate(kind.as_deref(), &value).map_err(|e| e.with_ref(m.key.to_string()))?;
+    }
+    Ok(Next {
+        kind,
+        value,
+        deleted,
+        version,
+        change,
+    })
+}
+
+/// Run one batch inside the open transaction `$tx`. Written once as a macro so that the same
+/// code is type-checked against each backend's connection type.
+macro_rules! commit_in {
+    ($tx:ident, $dialect:expr, $epoch:expr, $mutations:expr) => {{
+        let dialect: Dialect = $dialect;
+        let mutations: &[&Mutation] = $mutations;
+        let now = now_ms();
+
+        // 1. Idempotency records already stored for the keys in this batch.
+        let mut idem: HashMap<(String, String), (String, Committed)> = HashMap::new();
+        let idem_keys: Vec<(String, String)> = mutations
+            .iter()
+            .filter_map(|m| m.idempotency.as_ref().map(|i| (m.provenance.principal.clone(), i.key.clone())))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for part in idem_keys.chunks(64) {
+            let sql = format!(
+                "SELECT principal, key, fingerprint, response FROM bver_idempotency WHERE (principal, key) IN (VALUES {})",
+                placeholders(part.len(), 2, 0)
+            );
+            let args = part.iter().flat_map(|(p, k)| [Arg::Text(p.clone()), Arg::Text(k.clone())]);
+            let rows = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).fetch_all(&mut *$tx).await?;
+            for row in rows {
+                let response: String = row.try_get("response")?;
+                let committed: Committed =
+                    serde_json::from_str(&response).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                idem.insert((row.try_get("principal")?, row.try_get("key")?), (row.try_get("fingerprint")?, committed));
+            }
+        }
+
+        // 2. The current rows of every key touched, locked on PostgreSQL.
+        let keys: Vec<RefKey> = mutations.iter().map(|m| m.key.clone()).collect::<HashSet<_>>().into_iter().collect();
+        let mut current: HashMap<RefKey, Current> = HashMap::with_capacity(keys.len());
+        let mut offset = 0;
+        for size in chunks(keys.len()) {
+            let part = &keys[offset..offset + size];
+            offset += size;
+            let sql = format!(
+                "SELECT {} FROM bver_refs WHERE (namespace, repo, id) IN (VALUES {}){}",
+                sql::CURRENT_COLUMNS,
+                placeholders(part.len(), 3, 0),
+                dialect.for_update()
+            );
+            let args = part.iter().flat_map(|k| [Arg::Text(k.namespace.clone()), Arg::Text(k.repo.clone()), Arg::Text(k.id.clone())]);
+            for row in bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).fetch_all(&mut *$tx).await? {
+                let c = sql::current_of(&row)?;
+                current.insert(c.key.clone(), c);
+            }
+        }
+
+        // 3. Snapshots that restores ask for.
+        let mut snapshots = HashMap::new();
+        for m in mutations {
+            if let Change::Restore { version } = m.change {
+                let row = sqlx::query(
+                    "SELECT kind, value, deleted FROM bver_versions WHERE namespace = $1 AND repo = $2 AND id = $3 AND version = $4",
+                )
+                .bind(&m.key.namespace)
+                .bind(&m.key.repo)
+                .bind(&m.key.id)
+                .bind(i64_of(version))
+                .fetch_optional(&mut *$tx)
+                .await?;
+                if let Some(row) = row {
+                    let value: String = row.try_get("value")?;
+                    let value: Value = serde_json::from_str(&value).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                    snapshots.insert((m.key.clone(), version), (row.try_get("kind")?, value, row.try_get("deleted")?));
+                }
+            }
+        }
+
+        // 4. Plan in memory.
+        let (mut results, mut planned) = plan(mutations, &mut current, &snapshots, &mut idem, now);
+
+        let mut states = Vec::new();
+        let mut last_seq = None;
+        if !planned.is_empty() {
+            // 5. New current rows: the final state of each changed key.
+            let changed: Vec<&Current> = {
+                let mut seen = HashSet::new();
+                planned.iter().rev().filter(|p| seen.insert(p.committed.key.clone())).filter_map(|p| current.get(&p.committed.key)).collect()
+            };
+            let mut offset = 0;
+            for size in chunks(changed.len()) {
+                let part = &changed[offset..offset + size];
+                offset += size;
+                let sql = format!(
+                    "INSERT INTO bver_refs ({}) VALUES {} ON CONFLICT (namespace, repo, id) DO UPDATE SET \
+                     kind = excluded.kind, value = excluded.value, version = excluded.version, \
+                     deleted = excluded.deleted, updated_at = excluded.updated_at",
+                    sql::CURRENT_COLUMNS,
+                    placeholders(part.len(), 9, 0)
+                );
+                let args = part.iter().flat_map(|c| [
+                    Arg::Text(c.key.namespace.clone()), Arg::Text(c.key.repo.clone()), Arg::Text(c.key.id.clone()),
+                    Arg::OptText(c.kind.clone()), Arg::Text(c.value.to_string()), Arg::Int(i64_of(c.version)),
+                    Arg::Bool(c.deleted), Arg::Int(c.created_at), Arg::Int(c.updated_at),
+                ]);
+                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut *$tx).await?;
+            }
+            states = changed.into_iter().map(|c| Arc::new(c.clone())).collect();
+
+            // 6. Version snapshots with provenance.
+            let mut offset = 0;
+            for size in chunks(planned.len()) {
+                let part = &planned[offset..offset + size];
+                offset += size;
+                let sql = format!(
+                    "INSERT INTO bver_versions ({}) VALUES {}",
+                    sql::VERSION_COLUMNS,
+                    placeholders(part.len(), 14, 0)
+                );
+                let args = part.iter().flat_map(|p| {
+                    let c = &p.committed;
+                    [
+                        Arg::Text(c.key.namespace.clone()), Arg::Text(c.key.repo.clone()), Arg::Text(c.key.id.clone()),
+                        Arg::Int(i64_of(c.version)), Arg::OptText(c.kind.clone()), Arg::Text(c.value.to_string()),
+                        Arg::Bool(c.deleted), Arg::Text(c.change.as_str().to_owned()), Arg::Text(c.diff.to_string()),
+                        Arg::Text(p.principal.clone()), Arg::Text(p.operation.clone()), Arg::Text(p.request_id.clone()),
+                        Arg::OptText(p.idempotency.as_ref().map(|(k, _)| k.clone())), Arg::Int(c.at),
+                    ]
+                });
+                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut *$tx).await?;
+            }
+
+            // 7. Outbox sequence numbers: the counter row is taken last (see the module docs).
+            let n = planned.len() as i64;
+            let last: i64 = sqlx::query("UPDATE bver_outbox_seq SET value = value + $1 WHERE id = 1 RETURNING value")
+                .bind(n)
+                .fetch_one(&mut *$tx)
+                .await?
+                .try_get(0)?;
+            let first = last - n + 1;
+            for (i, p) in planned.iter_mut().enumerate() {
+                p.committed.seq = (first + i as i64) as u64;
+            }
+            last_seq = Some(last as u64);
+
+            // 8. Outbox events.
+            let mut offset = 0;
+            for size in chunks(planned.len()) {
+                let part = &planned[offset..offset + size];
+                offset += size;
+                let sql = format!(
+                    "INSERT INTO bver_events ({}) VALUES {}",
+                    sql::EVENT_COLUMNS,
+                    placeholders(part.len(), 14, 0)
+                );
+                let args = part.iter().flat_map(|p| {
+                    let c = &p.committed;
+                    [
+                        Arg::Int(c.seq as i64), Arg::Text($epoch.to_owned()),
+                        Arg::Text(format!("refs.{}.{}", c.key.repo, c.change.as_str())),
+                        Arg::Text(c.key.namespace.clone()), Arg::Text(c.key.repo.clone()), Arg::Text(c.key.id.clone()),
+                        Arg::Int(i64_of(c.version)), Arg::OptText(c.kind.clone()), Arg::Text(c.change.as_str().to_owned()),
+                        Arg::Text(c.diff.to_string()), Arg::Text(p.principal.clone()), Arg::Text(p.operation.clone()),
+                        Arg::Text(p.request_id.clone()), Arg::Int(c.at),
+                    ]
+                });
+                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut *$tx).await?;
+            }
+
+            // 9. Idempotency records (the stored answer includes the sequence number).
+            let with_key: Vec<&Planned> = planned.iter().filter(|p| p.idempotency.is_some()).collect();
+            for part in with_key.chunks(64) {
+                let sql = format!(
+                    "INSERT INTO bver_idempotency (principal, key, fingerprint, response, created_at) VALUES {}",
+                    placeholders(part.len(), 5, 0)
+                );
+                let mut args = Vec::with_capacity(part.len() * 5);
+                for p in part {
+                    let (key, fingerprint) = p.idempotency.clone().unwrap_or_default();
+                    let response = serde_json::to_string(&p.committed).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                    args.extend([Arg::Text(p.principal.clone()), Arg::Text(key), Arg::Text(fingerprint), Arg::Text(response), Arg::Int(now)]);
+                }
+                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut *$tx).await?;
+            }
+            // A key reused within the batch was answered before sequence numbers existed.
+            let seqs: HashMap<(RefKey, u64), u64> =
+                planned.iter().map(|p| ((p.committed.key.clone(), p.committed.version), p.committed.seq)).collect();
+            for r in results.iter_mut().flatten().flatten() {
+                if r.replayed && r.seq == 0 {
+                    r.seq = seqs.get(&(r.key.clone(), r.version)).copied().unwrap_or(0);
+                }
+            }
+            for p in planned {
+                results[p.index] = Some(Ok(p.committed));
+            }
+        }
+        BatchOutcome {
+            results: results.into_iter().map(|r| r.unwrap_or_else(|| Err(BverError::internal("write planned but not answered")))).collect(),
+            states,
+            last_seq,
+        }
+    }};
+}
+use commit_in;
