@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod debug;
 mod manifest;
 mod ptr;
 
@@ -24,6 +25,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Compile a domain definition and write one `bver.manifest.json` per bundle.
     Manifest(manifest::ManifestArgs),
+    /// Commands for tests and benchmarks (not a stable interface).
+    #[command(hide = true)]
+    Debug(debug::DebugArgs),
 }
 
 /// Parse the process arguments and run the chosen subcommand.
@@ -33,5 +37,6 @@ pub fn main() -> ExitCode {
         Command::Ptr(args) => ptr::run(args),
         Command::Check(args) => check::run(args),
         Command::Manifest(args) => manifest::run(args),
+        Command::Debug(args) => debug::run(args),
     }
 }

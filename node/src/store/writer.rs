@@ -493,7 +493,9 @@ macro_rules! commit_in {
         // 4. Plan in memory.
         let (mut results, mut planned) = plan(mutations, &mut current, &snapshots, &mut idem, now);
 
-        let mut states = Vec::new();
+        // The cache learns the state of every key the batch read, changed or not: a conflict
+        // caused by another process's write also refreshes a stale entry.
+        let states: Vec<Arc<Current>> = current.values().map(|c| Arc::new(c.clone())).collect();
         let mut last_seq = None;
         if !planned.is_empty() {
             // 5. New current rows: the final state of each changed key.
@@ -519,7 +521,6 @@ macro_rules! commit_in {
                 ]);
                 bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut *$tx).await?;
             }
-            states = changed.into_iter().map(|c| Arc::new(c.clone())).collect();
 
             // 6. Version snapshots with provenance.
             let mut offset = 0;
