@@ -7,6 +7,7 @@
 //! surface re-implements auth, validation or storage.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod broker;
 pub mod cli;
 pub mod domain;
 pub mod store;
