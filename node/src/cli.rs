@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod debug;
+mod get;
 mod manifest;
 mod ptr;
 
@@ -25,6 +26,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Compile a domain definition and write one `bver.manifest.json` per bundle.
     Manifest(manifest::ManifestArgs),
+    /// Resolve a pointer against a platform's store and print it as JSON.
+    Get(get::GetArgs),
     /// Commands for tests and benchmarks (not a stable interface).
     #[command(hide = true)]
     Debug(debug::DebugArgs),
@@ -37,6 +40,7 @@ pub fn main() -> ExitCode {
         Command::Ptr(args) => ptr::run(args),
         Command::Check(args) => check::run(args),
         Command::Manifest(args) => manifest::run(args),
+        Command::Get(args) => get::run(args),
         Command::Debug(args) => debug::run(args),
     }
 }

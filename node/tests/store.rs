@@ -390,3 +390,58 @@ async fn two_processes_on_one_postgres_lose_no_update() {
         .collect();
     assert_eq!(principals.len(), 2, "both processes wrote");
 }
+
+/// `bver get` resolves against a data directory: a value at a path, a clear not-found that
+/// names the missing segment, and a malformed pointer, each as JSON with its exit status.
+#[test]
+fn bver_get_resolves_against_a_data_directory() {
+    let db = support::Db::sqlite();
+    let status = Command::new(env!("CARGO_BIN_EXE_bver"))
+        .args([
+            "debug",
+            "write-burst",
+            "--tasks",
+            "1",
+            "--count",
+            "2",
+            "--prefix",
+            "g",
+        ])
+        .args(db.cli_args())
+        .stdout(Stdio::null())
+        .status()
+        .expect("write-burst");
+    assert!(status.success());
+    let get = |pointer: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bver"))
+            .args(["get", pointer])
+            .args(db.cli_args())
+            .output()
+            .expect("bver get");
+        let json: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        (out.status.code(), json)
+    };
+    let (code, v) = get("bver://burst/item/g-0-2@i");
+    assert_eq!(
+        (code, v["value"].as_u64(), v["version"].as_u64()),
+        (Some(0), Some(2), Some(1))
+    );
+    assert_eq!(v["source"], "local");
+    let (code, v) = get("bver://burst/item/g-0-2@meta.owner");
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (Some(1), Some("not_found"))
+    );
+    assert_eq!(v["error"]["details"]["key"], "meta");
+    let (code, v) = get("bver://burst/item/g-0-9");
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (Some(1), Some("not_found"))
+    );
+    let (code, v) = get("bver://burst//x");
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (Some(1), Some("invalid_pointer"))
+    );
+}

@@ -17,7 +17,7 @@ use crate::store::{
 };
 
 /// RFC 3339 UTC with milliseconds, from unix milliseconds.
-pub(crate) fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
 }

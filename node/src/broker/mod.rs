@@ -35,6 +35,7 @@ use crate::domain::ops::OperationSpec;
 use crate::domain::{Action, Domain};
 use crate::store::Store;
 
+pub use exec::rfc3339;
 pub use local::LocalAdapter;
 
 /// Whether a broker handle may run operations that mutate state.
