@@ -215,7 +215,9 @@ pub fn ref_operations(rt: &RefType) -> Vec<OpDef> {
         op(
             "list",
             Action::Read,
-            format!("List `{repo}` references, newest first, optionally of one kind."),
+            format!(
+                "List `{repo}` references in id order (a stable paging cursor), optionally of one kind."
+            ),
             object(
                 &[
                     ("kind", s.kind_filter()),
@@ -229,7 +231,7 @@ pub fn ref_operations(rt: &RefType) -> Vec<OpDef> {
         op(
             "history",
             Action::Read,
-            format!("The versions of a `{repo}` reference, newest first."),
+            format!("The versions of a `{repo}` reference, oldest first."),
             object(
                 &[("id", s.id()), ("limit", limit()), ("cursor", cursor())],
                 &["id"],
