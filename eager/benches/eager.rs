@@ -1,0 +1,2 @@
+//! EAGER benchmark (placeholder).
+fn main() {}
