@@ -63,6 +63,10 @@ pub struct EagerConfig {
     pub reconnect_max: Duration,
     /// How long to wait for a connection and its `hello`.
     pub connect_timeout: Duration,
+    /// Tests only: sign batches with this key instead of the current key, to play a
+    /// publisher whose batches do not verify.
+    #[doc(hidden)]
+    pub forge_batches_with: Option<Arc<bver_auth::PlatformKey>>,
 }
 
 impl EagerConfig {
@@ -80,6 +84,7 @@ impl EagerConfig {
             reconnect_base: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            forge_batches_with: None,
         }
     }
 }
@@ -676,7 +681,10 @@ async fn serve_subscription(
     let mut dec = FrameDecoder::new(inner.config.max_frame);
     let mut out = Vec::with_capacity(64 * 1024);
     let mut rbuf = vec![0u8; 4096];
-    let key = inner.config.keys.current();
+    let key = match &inner.config.forge_batches_with {
+        Some(k) => &**k,
+        None => inner.config.keys.current(),
+    };
     let mut head_open = true;
     loop {
         out.clear();
