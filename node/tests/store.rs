@@ -293,6 +293,47 @@ both_backends! {
         }
     }
 
+    async fn large_batches_and_a_small_cache_keep_every_write(db) {
+        // Batches larger than one multi-row statement (and than SQLite's padded shapes), several
+        // mutations of one key in one batch, and a cache far smaller than the keys, so that the
+        // writer mixes cached states, evicted ones and database reads.
+        let options = StoreOptions { cache_capacity: 64, max_batch: 1024, ..StoreOptions::default() };
+        let store = db.open_with(options.clone()).await;
+        let keys = 600;
+        let creates: Vec<_> = (0..keys).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { write(&store, &RefKey::new("big", "item", format!("k{i:04}")), Change::Create { kind: None, value: json!({"i": i}) }).await })
+        }).collect();
+        for t in creates { assert_eq!(t.await.expect("create").version, 1); }
+        // Warm part of the cache, then patch every key twice, concurrently.
+        for i in (0..keys).step_by(7) { store.get(&RefKey::new("big", "item", format!("k{i:04}"))).await.expect("get"); }
+        let patches: Vec<_> = (0..keys * 2).map(|j| {
+            let store = store.clone();
+            let key = RefKey::new("big", "item", format!("k{:04}", j % keys));
+            tokio::spawn(async move { write(&store, &key, Change::MergePatch(json!({ format!("p{}", j / keys): true }))).await })
+        }).collect();
+        for t in patches { let c = t.await.expect("patch"); assert!(c.version >= 2 && c.seq > 0); }
+        // A second store on the same database: its own cache must not go stale for keys it
+        // writes after the first store wrote them.
+        let other = db.open_with(options).await;
+        let k0 = RefKey::new("big", "item", "k0000");
+        assert_eq!(other.get(&k0).await.expect("get").expect("present").version, 3);
+        write(&store, &k0, Change::MergePatch(json!({"p2": true}))).await;
+        let c = write(&other, &k0, Change::MergePatch(json!({"p3": true}))).await;
+        assert_eq!(c.version, 5, "the second store patched the latest version");
+        assert_eq!(other.get(&k0).await.expect("get").expect("present").value, json!({"i": 0, "p0": true, "p1": true, "p2": true, "p3": true}));
+        for i in 0..keys {
+            let key = RefKey::new("big", "item", format!("k{i:04}"));
+            let c = store.get(&key).await.expect("get").expect("present");
+            if i == 0 { continue; }
+            assert_eq!(c.version, 3, "{key}");
+            assert_eq!(c.value, json!({"i": i, "p0": true, "p1": true}), "{key}");
+            assert_eq!(store.history(&key, None, 10).await.expect("history").items.len(), 3);
+        }
+        let events = all_events(&store).await;
+        assert_eq!(events.len(), keys * 3 + 2);
+    }
+
     async fn a_killed_writer_loses_no_acknowledged_write(db) {
         // `bver debug write-burst` prints `ack ID VERSION SEQ` only after the durable commit.
         // Kill it with SIGKILL mid-burst, then every acknowledged write must be readable,

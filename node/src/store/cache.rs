@@ -5,32 +5,66 @@
 //! the cache holds nothing newer; both checks run atomically per key, so a slow reader can
 //! never put an old value back over a newer one (not even after an eviction).
 //!
+//! The cache is a fixed number of shards, each a hash map behind its own read-write lock: a hit
+//! is one uncontended read lock and an `Arc` clone, and the writer updates a key with one short
+//! write lock (the per-key atomicity above is the shard's write lock). A full shard evicts an
+//! arbitrary entry to make room: the cache is meant to hold the hot set, and a miss only costs
+//! a database read.
+//!
 //! **Invariant:** the cache is authoritative only for writes made through this process. With
 //! several processes on one PostgreSQL database it is disabled (see `docs/storage.md`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use moka::ops::compute::Op;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use super::types::{Current, RefKey};
 
+/// Shards: enough that the writer and a few reader threads rarely meet on one lock.
+const SHARDS: usize = 64;
+
+/// One shard, on its own cache line so that readers of neighbouring shards do not contend.
+#[repr(align(128))]
+struct Shard(RwLock<HashMap<RefKey, Arc<Current>>>);
+
 pub(crate) struct ReadCache {
-    entries: moka::sync::Cache<RefKey, Arc<Current>>,
+    shards: Box<[Shard]>,
+    /// How many entries one shard holds at most.
+    per_shard: usize,
+    hasher: RandomState,
     /// Incremented by the writer after each commit, before it updates entries.
     commits: AtomicU64,
 }
 
 impl ReadCache {
     pub(crate) fn new(capacity: u64) -> Self {
+        let per_shard = usize::try_from(capacity)
+            .unwrap_or(usize::MAX)
+            .div_ceil(SHARDS)
+            .max(1);
         Self {
-            entries: moka::sync::Cache::new(capacity),
+            shards: (0..SHARDS)
+                .map(|_| Shard(RwLock::new(HashMap::new())))
+                .collect(),
+            per_shard,
+            hasher: RandomState::new(),
             commits: AtomicU64::new(0),
         }
     }
 
+    fn shard(&self, key: &RefKey) -> &RwLock<HashMap<RefKey, Arc<Current>>> {
+        let h = self.hasher.hash_one(key);
+        // The high bits: the map inside the shard uses its own hasher, so any bits will do.
+        &self.shards[(h >> 58) as usize % SHARDS].0
+    }
+
     pub(crate) fn get(&self, key: &RefKey) -> Option<Arc<Current>> {
-        self.entries.get(key)
+        self.shard(key)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 
     /// Taken by a reader before it reads the database.
@@ -40,29 +74,91 @@ impl ReadCache {
 
     /// Fill after a database read that started at `generation`.
     pub(crate) fn fill(&self, generation: u64, current: Arc<Current>) {
-        self.entries
-            .entry(current.key.clone())
-            .and_compute_with(|existing| {
-                if self.commits.load(Ordering::Acquire) != generation {
-                    return Op::Nop;
-                }
-                match existing {
-                    Some(e) if e.value().version >= current.version => Op::Nop,
-                    _ => Op::Put(current),
-                }
-            });
+        let mut map = self
+            .shard(&current.key)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Checked under the shard's lock, which the writer takes to update this key.
+        if self.commits.load(Ordering::Acquire) != generation {
+            return;
+        }
+        self.put_newer(&mut map, current);
     }
 
     /// Called by the writer after a commit, with the new state of every key it changed.
     pub(crate) fn committed(&self, states: impl IntoIterator<Item = Arc<Current>>) {
         self.commits.fetch_add(1, Ordering::AcqRel);
         for current in states {
-            self.entries
-                .entry(current.key.clone())
-                .and_compute_with(|existing| match existing {
-                    Some(e) if e.value().version >= current.version => Op::Nop,
-                    _ => Op::Put(current),
-                });
+            let mut map = self
+                .shard(&current.key)
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.put_newer(&mut map, current);
         }
+    }
+
+    /// Insert unless the cache holds the same or a newer version; evict if the shard is full.
+    fn put_newer(&self, map: &mut HashMap<RefKey, Arc<Current>>, current: Arc<Current>) {
+        match map.get_mut(&current.key) {
+            Some(e) if e.version >= current.version => {}
+            Some(e) => *e = current,
+            None => {
+                if map.len() >= self.per_shard
+                    && let Some(victim) = map.keys().next().cloned()
+                {
+                    map.remove(&victim);
+                }
+                map.insert(current.key.clone(), current);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(id: &str, version: u64) -> Arc<Current> {
+        Arc::new(Current {
+            key: RefKey::new("n", "r", id),
+            kind: None,
+            value: serde_json::json!({ "v": version }),
+            version,
+            deleted: false,
+            created_at: 0,
+            updated_at: 0,
+        })
+    }
+
+    #[test]
+    fn a_fill_never_replaces_a_newer_version_or_follows_a_commit() {
+        let cache = ReadCache::new(100);
+        let key = RefKey::new("n", "r", "a");
+        cache.committed([state("a", 2)]);
+        cache.fill(cache.generation(), state("a", 1));
+        assert_eq!(cache.get(&key).map(|c| c.version), Some(2));
+
+        let before = cache.generation();
+        cache.committed([state("a", 3)]);
+        cache.fill(before, state("b", 1));
+        assert!(cache.get(&RefKey::new("n", "r", "b")).is_none());
+        cache.committed([state("a", 2)]);
+        assert_eq!(cache.get(&key).map(|c| c.version), Some(3));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_capacity() {
+        let cache = ReadCache::new(SHARDS as u64 * 2);
+        cache.committed((0..1000).map(|i| state(&i.to_string(), 1)));
+        let held: usize = cache
+            .shards
+            .iter()
+            .map(|s| s.0.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum();
+        assert!(held <= SHARDS * 2, "{held} entries held");
+        assert!(
+            cache.get(&RefKey::new("n", "r", "999")).is_some(),
+            "the newest entry stays"
+        );
     }
 }

@@ -25,7 +25,8 @@ use std::time::Duration;
 use bver_contracts::{BverError, ErrorCode, Phase};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -133,19 +134,34 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // SQLite connections are local and do not go stale: no ping before each use (a ping
+        // is a round trip to the connection's thread, as long as a small statement).
+        // The writer checkpoints the WAL itself only when it is large; the background
+        // checkpointer ([`checkpoint_sqlite`]) does it before that.
+        let write_connect = connect.clone().pragma(
+            "wal_autocheckpoint",
+            WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+        );
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(connect.clone())
+            .test_before_acquire(false)
+            .connect_with(write_connect)
             .await
             .map_err(|e| open_error(&e, &path.display().to_string()))?;
         let read = SqlitePoolOptions::new()
             .max_connections(options.pool_size.max(1))
-            .connect_with(connect.read_only(true))
+            .test_before_acquire(false)
+            .connect_with(connect.clone().read_only(true))
+            .await
+            .map_err(|e| open_error(&e, &path.display().to_string()))?;
+        let checkpointer = SqliteConnection::connect_with(&connect)
             .await
             .map_err(|e| open_error(&e, &path.display().to_string()))?;
         migrate_sqlite(&write).await.map_err(store_err)?;
-        Self::start(Backend::Sqlite { write, read }, options).await
+        let store = Self::start(Backend::Sqlite { write, read }, options).await?;
+        tokio::spawn(checkpoint_sqlite(checkpointer, store.subscribe_seq()));
+        Ok(store)
     }
 
     /// Connect to PostgreSQL at `url`, run migrations, start the writer.
@@ -191,6 +207,7 @@ impl Store {
             cache: cache.clone(),
             max_batch: options.max_batch.max(1),
             last_seq: seq_tx,
+            statements: sql::Statements::new(backend.dialect()),
         };
         tokio::spawn(writer.run(rx));
         Ok(Self {
@@ -463,6 +480,33 @@ impl Store {
             .await
             .map(|_| ()))
         .map_err(store_err)
+    }
+}
+
+/// The WAL size (in pages) at which the writer checkpoints in its own commit; below it the
+/// background checkpointer ([`checkpoint_sqlite`]) does the work.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 4000;
+
+/// How long the background checkpointer waits after a commit before it checkpoints.
+const CHECKPOINT_DELAY: Duration = Duration::from_millis(20);
+
+/// SQLite: copy committed WAL frames into the database file on a connection of its own (its
+/// own thread), so that the writer, whose commits wait for each other, rarely does it itself.
+///
+/// A passive checkpoint never blocks the writer. It cannot reset the WAL while the writer keeps
+/// appending to it, so the writer still checkpoints when the WAL reaches
+/// [`WRITER_AUTOCHECKPOINT_PAGES`]: by then only the last few commits are left to copy, and the
+/// next transaction starts the WAL over. Ends with the writer.
+async fn checkpoint_sqlite(mut conn: SqliteConnection, mut commits: watch::Receiver<u64>) {
+    while commits.changed().await.is_ok() {
+        tokio::time::sleep(CHECKPOINT_DELAY).await;
+        commits.borrow_and_update();
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::debug!(error = %e, "background checkpoint failed; the writer's own will do");
+        }
     }
 }
 

@@ -2,17 +2,24 @@
 //! durable commit.
 //!
 //! Callers send [`Mutation`]s over a channel. The writer task takes whatever is queued (up to
-//! `max_batch`), and commits the batch with a constant number of statements: one read of the
-//! current rows (locked on PostgreSQL), one multi-row upsert of the new current rows, one
-//! multi-row insert of version snapshots, one bump of the outbox sequence counter, one
-//! multi-row insert of outbox events, and one of idempotency records. Validation, conflict
-//! checks and diffs run in memory between the read and the writes, so a mutation that fails
-//! (conflict, schema violation) never touches the database and does not fail its neighbours.
+//! `max_batch`; it yields to the scheduler a few times while more callers keep arriving, but
+//! never sleeps to fill a batch), and commits the batch with a constant number of statements:
+//! a read of the idempotency records and of the current rows (locked on PostgreSQL), then
+//! multi-row writes of the new current rows, the version snapshots, the outbox sequence
+//! counter, the outbox events and the idempotency records. Validation, conflict checks and
+//! diffs run in memory between the read and the writes, so a mutation that fails (conflict,
+//! schema violation) never touches the database and does not fail its neighbours.
 //!
-//! **Outbox order invariant:** the sequence counter row is updated as the last step before
-//! commit. On PostgreSQL its row lock is held until commit, so the next transaction gets its
+//! On SQLite each statement is a round trip to the connection's thread, so the statements are
+//! merged: one read (current rows and the outbox counter, or only versions when the read
+//! cache holds the rows) and one write (a padded multi-statement text) per 256 mutations.
+//!
+//! **Outbox order invariant:** on PostgreSQL the sequence counter row is updated as the last
+//! step before commit; its row lock is held until commit, so the next transaction gets its
 //! numbers only after this one is visible: sequence order is commit order, and a reader that
-//! follows `seq > cursor` can never skip an event that commits late.
+//! follows `seq > cursor` can never skip an event that commits late. On SQLite `BEGIN
+//! IMMEDIATE` makes every write transaction exclusive from its first statement, so the counter
+//! read at the start of the batch cannot change before it commits.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,7 +31,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cache::ReadCache;
-use super::sql::{self, Arg, Dialect, bind_all, chunks, i64_of, placeholders};
+use super::sql::{self, Arg, Dialect, Statements, Stmt, bind_all, chunks, i64_of};
 use super::types::{Change, ChangeType, Committed, Current, Mutation, RefKey};
 use super::{Backend, storage_error};
 
@@ -40,6 +47,23 @@ pub(crate) struct Writer {
     pub(crate) cache: Option<Arc<ReadCache>>,
     pub(crate) max_batch: usize,
     pub(crate) last_seq: watch::Sender<u64>,
+    /// The multi-row statements for this backend, built once.
+    pub(crate) statements: Statements,
+}
+
+/// How many scheduler yields the writer waits for more callers while each one brings more.
+const LINGER_YIELDS: usize = 4;
+
+/// Move queued requests into `batch` (up to `max`); returns how many were moved.
+fn drain(rx: &mut mpsc::Receiver<WriteReq>, batch: &mut Vec<WriteReq>, max: usize) -> usize {
+    let before = batch.len();
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(req) => batch.push(req),
+            Err(_) => break,
+        }
+    }
+    batch.len() - before
 }
 
 /// How many times a batch is retried after a transient database failure (deadlock,
@@ -51,10 +75,17 @@ impl Writer {
         let mut batch: Vec<WriteReq> = Vec::with_capacity(self.max_batch);
         while let Some(first) = rx.recv().await {
             batch.push(first);
-            while batch.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(req) => batch.push(req),
-                    Err(_) => break,
+            drain(&mut rx, &mut batch, self.max_batch);
+            // Callers answered by the previous commit are typically still on their way back
+            // with their next write: yield to the scheduler (no timer, microseconds) while
+            // that brings more, so that one wave of callers is one batch rather than two.
+            for _ in 0..LINGER_YIELDS {
+                if batch.len() >= self.max_batch {
+                    break;
+                }
+                tokio::task::yield_now().await;
+                if drain(&mut rx, &mut batch, self.max_batch) == 0 {
+                    break;
                 }
             }
             self.commit_batch(&mut batch).await;
@@ -110,13 +141,25 @@ impl Writer {
         match &self.backend {
             Backend::Sqlite { write, .. } => {
                 let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                let out = commit_in!(tx, Dialect::Sqlite, &self.epoch, mutations);
+                let out = commit_in!(
+                    tx,
+                    &self.statements,
+                    self.cache.as_deref(),
+                    &self.epoch,
+                    mutations
+                );
                 tx.commit().await?;
                 Ok(out)
             }
             Backend::Postgres { pool } => {
                 let mut tx = pool.begin().await?;
-                let out = commit_in!(tx, Dialect::Postgres, &self.epoch, mutations);
+                let out = commit_in!(
+                    tx,
+                    &self.statements,
+                    self.cache.as_deref(),
+                    &self.epoch,
+                    mutations
+                );
                 tx.commit().await?;
                 Ok(out)
             }
@@ -148,6 +191,11 @@ fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A JSON value as text (a `Value` always serialises).
+fn json_text(v: &Value) -> Arc<str> {
+    serde_json::to_string(v).unwrap_or_default().into()
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -159,6 +207,10 @@ fn now_ms() -> i64 {
 struct Planned {
     index: usize,
     committed: Committed,
+    /// `committed.value` and `committed.diff` as JSON text, serialised once for every
+    /// statement that stores them.
+    value_text: Arc<str>,
+    diff_text: Arc<str>,
     principal: String,
     operation: String,
     request_id: String,
@@ -169,15 +221,19 @@ struct Planned {
 /// `current` holds the state of every key touched (updated as the batch proceeds).
 fn plan(
     mutations: &[&Mutation],
-    current: &mut HashMap<RefKey, Current>,
+    current: &mut HashMap<RefKey, Arc<Current>>,
     snapshots: &HashMap<(RefKey, u64), (Option<String>, Value, bool)>,
     idem: &mut HashMap<(String, String), (String, Committed)>,
     now: i64,
 ) -> (Vec<Option<Result<Committed, BverError>>>, Vec<Planned>) {
     let mut results: Vec<Option<Result<Committed, BverError>>> =
         Vec::with_capacity(mutations.len());
-    let mut planned = Vec::new();
-    // Versions planned in this batch, for a restore of a version made earlier in the batch.
+    let mut planned = Vec::with_capacity(mutations.len());
+    // Versions planned in this batch, for a restore of a version made earlier in the batch
+    // (kept only when the batch has a restore: it costs a copy of every value).
+    let restores = mutations
+        .iter()
+        .any(|m| matches!(m.change, Change::Restore { .. }));
     let mut fresh: HashMap<(RefKey, u64), (Option<String>, Value, bool)> = HashMap::new();
     for (index, m) in mutations.iter().enumerate() {
         if let Some(i) = &m.idempotency {
@@ -202,13 +258,15 @@ fn plan(
                 continue;
             }
         }
-        let cur = current.get(&m.key);
+        let cur = current.get(&m.key).map(|c| &**c);
         match apply(m, cur, snapshots, &fresh, now) {
             Err(e) => results.push(Some(Err(e))),
             Ok(next) => {
                 let old_value = cur.map(|c| &c.value).unwrap_or(&Value::Null);
                 let diff = serde_json::to_value(json_patch::diff(old_value, &next.value))
                     .unwrap_or(Value::Array(Vec::new()));
+                let value_text: Arc<str> = json_text(&next.value);
+                let diff_text: Arc<str> = json_text(&diff);
                 let committed = Committed {
                     key: m.key.clone(),
                     version: next.version,
@@ -221,14 +279,16 @@ fn plan(
                     at: now,
                     replayed: false,
                 };
-                fresh.insert(
-                    (m.key.clone(), next.version),
-                    (next.kind.clone(), next.value.clone(), next.deleted),
-                );
+                if restores {
+                    fresh.insert(
+                        (m.key.clone(), next.version),
+                        (next.kind.clone(), next.value.clone(), next.deleted),
+                    );
+                }
                 let created_at = cur.map(|c| c.created_at).unwrap_or(now);
                 current.insert(
                     m.key.clone(),
-                    Current {
+                    Arc::new(Current {
                         key: m.key.clone(),
                         kind: next.kind,
                         value: next.value,
@@ -236,7 +296,7 @@ fn plan(
                         deleted: next.deleted,
                         created_at,
                         updated_at: now,
-                    },
+                    }),
                 );
                 let idempotency = m
                     .idempotency
@@ -252,6 +312,8 @@ fn plan(
                 planned.push(Planned {
                     index,
                     committed,
+                    value_text,
+                    diff_text,
                     principal: m.provenance.principal.clone(),
                     operation: m.provenance.operation.clone(),
                     request_id: m.provenance.request_id.clone(),
@@ -418,11 +480,80 @@ fn apply(
     })
 }
 
+/// The bind arguments of one current row ([`sql::CURRENT_COLUMNS`]).
+fn current_args(c: &Current, value: &Arc<str>) -> [Arg; 9] {
+    [
+        Arg::Text(c.key.namespace.clone()),
+        Arg::Text(c.key.repo.clone()),
+        Arg::Text(c.key.id.clone()),
+        Arg::OptText(c.kind.clone()),
+        Arg::Shared(Arc::clone(value)),
+        Arg::Int(i64_of(c.version)),
+        Arg::Bool(c.deleted),
+        Arg::Int(c.created_at),
+        Arg::Int(c.updated_at),
+    ]
+}
+
+/// The bind arguments of one version row ([`sql::VERSION_COLUMNS`]).
+fn version_args(p: &Planned) -> [Arg; 14] {
+    let c = &p.committed;
+    [
+        Arg::Text(c.key.namespace.clone()),
+        Arg::Text(c.key.repo.clone()),
+        Arg::Text(c.key.id.clone()),
+        Arg::Int(i64_of(c.version)),
+        Arg::OptText(c.kind.clone()),
+        Arg::Shared(Arc::clone(&p.value_text)),
+        Arg::Bool(c.deleted),
+        Arg::Text(c.change.as_str().to_owned()),
+        Arg::Shared(Arc::clone(&p.diff_text)),
+        Arg::Text(p.principal.clone()),
+        Arg::Text(p.operation.clone()),
+        Arg::Text(p.request_id.clone()),
+        Arg::OptText(p.idempotency.as_ref().map(|(k, _)| k.clone())),
+        Arg::Int(c.at),
+    ]
+}
+
+/// The bind arguments of one outbox event ([`sql::EVENT_COLUMNS`]).
+fn event_args(p: &Planned, epoch: &Arc<str>) -> [Arg; 14] {
+    let c = &p.committed;
+    [
+        Arg::Int(i64_of(c.seq)),
+        Arg::Shared(Arc::clone(epoch)),
+        Arg::Text(format!("refs.{}.{}", c.key.repo, c.change.as_str())),
+        Arg::Text(c.key.namespace.clone()),
+        Arg::Text(c.key.repo.clone()),
+        Arg::Text(c.key.id.clone()),
+        Arg::Int(i64_of(c.version)),
+        Arg::OptText(c.kind.clone()),
+        Arg::Text(c.change.as_str().to_owned()),
+        Arg::Shared(Arc::clone(&p.diff_text)),
+        Arg::Text(p.principal.clone()),
+        Arg::Text(p.operation.clone()),
+        Arg::Text(p.request_id.clone()),
+        Arg::Int(c.at),
+    ]
+}
+
+/// `n` NULL arguments: the padding rows of a padded statement.
+fn nulls(n: usize) -> impl Iterator<Item = Arg> {
+    std::iter::repeat_n(Arg::OptText(None), n)
+}
+
 /// Run one batch inside the open transaction `$tx`. Written once as a macro so that the same
 /// code is type-checked against each backend's connection type.
+///
+/// The statements differ by backend. On SQLite every statement is a round trip to the
+/// connection's own thread, so a batch takes four whatever its size (`BEGIN IMMEDIATE`, one
+/// read, one write, `COMMIT`), with statements padded to a few shapes (see [`Stmt`]). On
+/// PostgreSQL it takes one statement per table and chunk, and the outbox counter is taken last.
 macro_rules! commit_in {
-    ($tx:ident, $dialect:expr, $epoch:expr, $mutations:expr) => {{
-        let dialect: Dialect = $dialect;
+    ($tx:ident, $stmts:expr, $cache:expr, $epoch:expr, $mutations:expr) => {{
+        let stmts: &Statements = $stmts;
+        let cache: Option<&ReadCache> = $cache;
+        let sqlite = stmts.dialect() == Dialect::Sqlite;
         let mutations: &[&Mutation] = $mutations;
         let now = now_ms();
 
@@ -434,13 +565,12 @@ macro_rules! commit_in {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        for part in idem_keys.chunks(64) {
-            let sql = format!(
-                "SELECT principal, key, fingerprint, response FROM bver_idempotency WHERE (principal, key) IN (VALUES {})",
-                placeholders(part.len(), 2, 0)
-            );
+        let mut offset = 0;
+        for size in chunks(idem_keys.len()) {
+            let part = &idem_keys[offset..offset + size];
+            offset += size;
             let args = part.iter().flat_map(|(p, k)| [Arg::Text(p.clone()), Arg::Text(k.clone())]);
-            let rows = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).fetch_all(&mut *$tx).await?;
+            let rows = bind_all!(sqlx::query(stmts.get(Stmt::ReadIdempotency, size)), args).fetch_all(&mut *$tx).await?;
             for row in rows {
                 let response: String = row.try_get("response")?;
                 let committed: Committed =
@@ -449,23 +579,81 @@ macro_rules! commit_in {
             }
         }
 
-        // 2. The current rows of every key touched, locked on PostgreSQL.
-        let keys: Vec<RefKey> = mutations.iter().map(|m| m.key.clone()).collect::<HashSet<_>>().into_iter().collect();
-        let mut current: HashMap<RefKey, Current> = HashMap::with_capacity(keys.len());
-        let mut offset = 0;
-        for size in chunks(keys.len()) {
-            let part = &keys[offset..offset + size];
-            offset += size;
-            let sql = format!(
-                "SELECT {} FROM bver_refs WHERE (namespace, repo, id) IN (VALUES {}){}",
-                sql::CURRENT_COLUMNS,
-                placeholders(part.len(), 3, 0),
-                dialect.for_update()
-            );
-            let args = part.iter().flat_map(|k| [Arg::Text(k.namespace.clone()), Arg::Text(k.repo.clone()), Arg::Text(k.id.clone())]);
-            for row in bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).fetch_all(&mut *$tx).await? {
-                let c = sql::current_of(&row)?;
-                current.insert(c.key.clone(), c);
+        // 2. The current rows of every key touched (locked on PostgreSQL; on SQLite the whole
+        // database is, by BEGIN IMMEDIATE, so the same read also takes the outbox counter).
+        let keys: Vec<&RefKey> = {
+            let mut seen = HashSet::with_capacity(mutations.len());
+            mutations.iter().map(|m| &m.key).filter(|k| seen.insert(*k)).collect()
+        };
+        let mut current: HashMap<RefKey, Arc<Current>> = HashMap::with_capacity(keys.len());
+        // Keys whose state was taken from the cache, with its version: unless the batch changes
+        // them, the cache need not learn them again. (By version, not by address: an address
+        // may be reused once the cache has dropped its copy.)
+        let mut from_cache: HashMap<RefKey, u64> = HashMap::new();
+        let mut sqlite_counter: Option<i64> = None;
+        let key_args = |k: &RefKey| [Arg::Text(k.namespace.clone()), Arg::Text(k.repo.clone()), Arg::Text(k.id.clone())];
+        if sqlite {
+            // With a cache, read only the versions: a cached state of the same version is the
+            // stored one (a version is never rewritten), so only misses need the whole row.
+            let mut misses: Vec<&RefKey> = Vec::new();
+            let to_read: &[&RefKey] = match cache {
+                None => &keys,
+                Some(cache) => {
+                    let mut offset = 0;
+                    for (rows, size) in sql::padded_chunks(keys.len()) {
+                        let start = offset;
+                        let part = &keys[start..start + rows];
+                        offset += rows;
+                        let args = part
+                            .iter()
+                            .enumerate()
+                            .flat_map(|(i, k)| key_args(k).into_iter().chain([Arg::Int((start + i) as i64)]))
+                            .chain(nulls((size - rows) * 4));
+                        let row = bind_all!(sqlx::query(stmts.get(Stmt::ReadVersions, size)), args)
+                            .fetch_one(&mut *$tx)
+                            .await?;
+                        sqlite_counter = Some(row.try_get(0)?);
+                        let text: String = row.try_get(1)?;
+                        let found: Vec<(usize, i64)> =
+                            serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                        for (i, version) in found {
+                            let key = keys.get(i).ok_or_else(|| sqlx::Error::Decode("version row out of range".into()))?;
+                            match cache.get(key) {
+                                Some(c) if i64_of(c.version) == version => {
+                                    from_cache.insert((*key).clone(), c.version);
+                                    current.insert((*key).clone(), c);
+                                }
+                                _ => misses.push(key),
+                            }
+                        }
+                    }
+                    &misses
+                }
+            };
+            let mut offset = 0;
+            for (rows, size) in sql::padded_chunks(to_read.len()) {
+                let part = &to_read[offset..offset + rows];
+                offset += rows;
+                let args = part.iter().flat_map(|k| key_args(k)).chain(nulls((size - rows) * 3));
+                let row = bind_all!(sqlx::query(stmts.get(Stmt::ReadCurrent, size)), args)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                sqlite_counter = Some(row.try_get(0)?);
+                let text: String = row.try_get(1)?;
+                for c in sql::currents_of_json(&text)? {
+                    current.insert(c.key.clone(), Arc::new(c));
+                }
+            }
+        } else {
+            let mut offset = 0;
+            for size in chunks(keys.len()) {
+                let part = &keys[offset..offset + size];
+                offset += size;
+                let args = part.iter().flat_map(|k| key_args(k));
+                for row in bind_all!(sqlx::query(stmts.get(Stmt::ReadCurrent, size)), args).fetch_all(&mut *$tx).await? {
+                    let c = sql::current_of(&row)?;
+                    current.insert(c.key.clone(), Arc::new(c));
+                }
             }
         }
 
@@ -493,116 +681,111 @@ macro_rules! commit_in {
         // 4. Plan in memory.
         let (mut results, mut planned) = plan(mutations, &mut current, &snapshots, &mut idem, now);
 
-        // The cache learns the state of every key the batch read, changed or not: a conflict
-        // caused by another process's write also refreshes a stale entry.
-        let states: Vec<Arc<Current>> = current.values().map(|c| Arc::new(c.clone())).collect();
         let mut last_seq = None;
         if !planned.is_empty() {
-            // 5. New current rows: the final state of each changed key.
-            let changed: Vec<&Current> = {
-                let mut seen = HashSet::new();
-                planned.iter().rev().filter(|p| seen.insert(p.committed.key.clone())).filter_map(|p| current.get(&p.committed.key)).collect()
+            // The final state of each changed key, with the value text of its last version.
+            let changed: Vec<(&Current, Arc<str>)> = {
+                let mut seen = HashSet::with_capacity(planned.len());
+                planned
+                    .iter()
+                    .rev()
+                    .filter(|p| seen.insert(&p.committed.key))
+                    .filter_map(|p| current.get(&p.committed.key).map(|c| (&**c, Arc::clone(&p.value_text))))
+                    .collect()
             };
-            let mut offset = 0;
-            for size in chunks(changed.len()) {
-                let part = &changed[offset..offset + size];
-                offset += size;
-                let sql = format!(
-                    "INSERT INTO bver_refs ({}) VALUES {} ON CONFLICT (namespace, repo, id) DO UPDATE SET \
-                     kind = excluded.kind, value = excluded.value, version = excluded.version, \
-                     deleted = excluded.deleted, updated_at = excluded.updated_at",
-                    sql::CURRENT_COLUMNS,
-                    placeholders(part.len(), 9, 0)
-                );
-                let args = part.iter().flat_map(|c| [
-                    Arg::Text(c.key.namespace.clone()), Arg::Text(c.key.repo.clone()), Arg::Text(c.key.id.clone()),
-                    Arg::OptText(c.kind.clone()), Arg::Text(c.value.to_string()), Arg::Int(i64_of(c.version)),
-                    Arg::Bool(c.deleted), Arg::Int(c.created_at), Arg::Int(c.updated_at),
-                ]);
-                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut *$tx).await?;
-            }
-
-            // 6. Version snapshots with provenance.
-            let mut offset = 0;
-            for size in chunks(planned.len()) {
-                let part = &planned[offset..offset + size];
-                offset += size;
-                let sql = format!(
-                    "INSERT INTO bver_versions ({}) VALUES {}",
-                    sql::VERSION_COLUMNS,
-                    placeholders(part.len(), 14, 0)
-                );
-                let args = part.iter().flat_map(|p| {
-                    let c = &p.committed;
-                    [
-                        Arg::Text(c.key.namespace.clone()), Arg::Text(c.key.repo.clone()), Arg::Text(c.key.id.clone()),
-                        Arg::Int(i64_of(c.version)), Arg::OptText(c.kind.clone()), Arg::Text(c.value.to_string()),
-                        Arg::Bool(c.deleted), Arg::Text(c.change.as_str().to_owned()), Arg::Text(c.diff.to_string()),
-                        Arg::Text(p.principal.clone()), Arg::Text(p.operation.clone()), Arg::Text(p.request_id.clone()),
-                        Arg::OptText(p.idempotency.as_ref().map(|(k, _)| k.clone())), Arg::Int(c.at),
-                    ]
-                });
-                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut *$tx).await?;
-            }
-
-            // 7. Outbox sequence numbers: the counter row is taken last (see the module docs).
+            let epoch: Arc<str> = Arc::from($epoch.as_str());
             let n = planned.len() as i64;
-            let last: i64 = sqlx::query("UPDATE bver_outbox_seq SET value = value + $1 WHERE id = 1 RETURNING value")
-                .bind(n)
-                .fetch_one(&mut *$tx)
-                .await?
-                .try_get(0)?;
-            let first = last - n + 1;
-            for (i, p) in planned.iter_mut().enumerate() {
-                p.committed.seq = (first + i as i64) as u64;
-            }
-            last_seq = Some(last as u64);
 
-            // 8. Outbox events.
-            let mut offset = 0;
-            for size in chunks(planned.len()) {
-                let part = &planned[offset..offset + size];
-                offset += size;
-                let sql = format!(
-                    "INSERT INTO bver_events ({}) VALUES {}",
-                    sql::EVENT_COLUMNS,
-                    placeholders(part.len(), 14, 0)
-                );
-                let args = part.iter().flat_map(|p| {
-                    let c = &p.committed;
-                    [
-                        Arg::Int(c.seq as i64), Arg::Text($epoch.to_owned()),
-                        Arg::Text(format!("refs.{}.{}", c.key.repo, c.change.as_str())),
-                        Arg::Text(c.key.namespace.clone()), Arg::Text(c.key.repo.clone()), Arg::Text(c.key.id.clone()),
-                        Arg::Int(i64_of(c.version)), Arg::OptText(c.kind.clone()), Arg::Text(c.change.as_str().to_owned()),
-                        Arg::Text(c.diff.to_string()), Arg::Text(p.principal.clone()), Arg::Text(p.operation.clone()),
-                        Arg::Text(p.request_id.clone()), Arg::Int(c.at),
-                    ]
-                });
-                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut *$tx).await?;
+            if sqlite {
+                // 5. Sequence numbers from the counter read in step 2, then one statement per
+                // 256 versions writes the current rows, the versions, the events and the
+                // counter (the changed keys are never more than the versions, chunk by chunk).
+                let first = sqlite_counter.ok_or(sqlx::Error::RowNotFound)? + 1;
+                for (i, p) in planned.iter_mut().enumerate() {
+                    p.committed.seq = (first + i as i64) as u64;
+                }
+                let (mut done, mut done_changed) = (0, 0);
+                for (rows, size) in sql::padded_chunks(planned.len()) {
+                    let part = &planned[done..done + rows];
+                    done += rows;
+                    let changed_rows = rows.min(changed.len() - done_changed);
+                    let changed_part = &changed[done_changed..done_changed + changed_rows];
+                    done_changed += changed_rows;
+                    let args = changed_part
+                        .iter()
+                        .flat_map(|(c, value)| current_args(c, value))
+                        .chain(nulls((size - changed_rows) * 9))
+                        .chain(part.iter().flat_map(version_args))
+                        .chain(nulls((size - rows) * 14))
+                        .chain(part.iter().flat_map(|p| event_args(p, &epoch)))
+                        .chain(nulls((size - rows) * 14))
+                        .chain([Arg::Int(first - 1 + done as i64)]);
+                    bind_all!(sqlx::query(stmts.get(Stmt::SqliteWrite, size)), args).execute(&mut *$tx).await?;
+                }
+                last_seq = Some((first - 1 + n) as u64);
+            } else {
+                // 5. New current rows.
+                let mut offset = 0;
+                for size in chunks(changed.len()) {
+                    let part = &changed[offset..offset + size];
+                    offset += size;
+                    let args = part.iter().flat_map(|(c, value)| current_args(c, value));
+                    bind_all!(sqlx::query(stmts.get(Stmt::UpsertCurrent, size)), args).execute(&mut *$tx).await?;
+                }
+
+                // 6. Version snapshots with provenance.
+                let mut offset = 0;
+                for size in chunks(planned.len()) {
+                    let part = &planned[offset..offset + size];
+                    offset += size;
+                    let args = part.iter().flat_map(version_args);
+                    bind_all!(sqlx::query(stmts.get(Stmt::InsertVersions, size)), args).execute(&mut *$tx).await?;
+                }
+
+                // 7. Outbox sequence numbers: the counter row is taken last (see the module docs).
+                let last: i64 = sqlx::query("UPDATE bver_outbox_seq SET value = value + $1 WHERE id = 1 RETURNING value")
+                    .bind(n)
+                    .fetch_one(&mut *$tx)
+                    .await?
+                    .try_get(0)?;
+                let first = last - n + 1;
+                for (i, p) in planned.iter_mut().enumerate() {
+                    p.committed.seq = (first + i as i64) as u64;
+                }
+                last_seq = Some(last as u64);
+
+                // 8. Outbox events.
+                let mut offset = 0;
+                for size in chunks(planned.len()) {
+                    let part = &planned[offset..offset + size];
+                    offset += size;
+                    let args = part.iter().flat_map(|p| event_args(p, &epoch));
+                    bind_all!(sqlx::query(stmts.get(Stmt::InsertEvents, size)), args).execute(&mut *$tx).await?;
+                }
             }
 
             // 9. Idempotency records (the stored answer includes the sequence number).
             let with_key: Vec<&Planned> = planned.iter().filter(|p| p.idempotency.is_some()).collect();
-            for part in with_key.chunks(64) {
-                let sql = format!(
-                    "INSERT INTO bver_idempotency (principal, key, fingerprint, response, created_at) VALUES {}",
-                    placeholders(part.len(), 5, 0)
-                );
-                let mut args = Vec::with_capacity(part.len() * 5);
+            let mut offset = 0;
+            for size in chunks(with_key.len()) {
+                let part = &with_key[offset..offset + size];
+                offset += size;
+                let mut args = Vec::with_capacity(size * 5);
                 for p in part {
                     let (key, fingerprint) = p.idempotency.clone().unwrap_or_default();
                     let response = serde_json::to_string(&p.committed).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
                     args.extend([Arg::Text(p.principal.clone()), Arg::Text(key), Arg::Text(fingerprint), Arg::Text(response), Arg::Int(now)]);
                 }
-                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args).execute(&mut *$tx).await?;
+                bind_all!(sqlx::query(stmts.get(Stmt::InsertIdempotency, size)), args).execute(&mut *$tx).await?;
             }
             // A key reused within the batch was answered before sequence numbers existed.
-            let seqs: HashMap<(RefKey, u64), u64> =
-                planned.iter().map(|p| ((p.committed.key.clone(), p.committed.version), p.committed.seq)).collect();
-            for r in results.iter_mut().flatten().flatten() {
-                if r.replayed && r.seq == 0 {
-                    r.seq = seqs.get(&(r.key.clone(), r.version)).copied().unwrap_or(0);
+            if results.iter().flatten().flatten().any(|r| r.replayed && r.seq == 0) {
+                let seqs: HashMap<(&RefKey, u64), u64> =
+                    planned.iter().map(|p| ((&p.committed.key, p.committed.version), p.committed.seq)).collect();
+                for r in results.iter_mut().flatten().flatten() {
+                    if r.replayed && r.seq == 0 {
+                        r.seq = seqs.get(&(&r.key, r.version)).copied().unwrap_or(0);
+                    }
                 }
             }
             for p in planned {
@@ -611,7 +794,12 @@ macro_rules! commit_in {
         }
         BatchOutcome {
             results: results.into_iter().map(|r| r.unwrap_or_else(|| Err(BverError::internal("write planned but not answered")))).collect(),
-            states,
+            // The cache learns the state of every key the batch read from the database or
+            // changed: a conflict caused by another process's write also refreshes a stale entry.
+            states: current
+                .into_values()
+                .filter(|c| from_cache.get(&c.key) != Some(&c.version))
+                .collect(),
             last_seq,
         }
     }};
