@@ -9,6 +9,8 @@ mod debug;
 mod get;
 mod manifest;
 mod ptr;
+mod serve;
+mod token;
 
 /// BVER: define the domain, BVER builds the system.
 #[derive(Debug, Parser)]
@@ -28,6 +30,12 @@ enum Command {
     Manifest(manifest::ManifestArgs),
     /// Resolve a pointer against a platform's store and print it as JSON.
     Get(get::GetArgs),
+    /// Run a platform node: REST + OpenAPI, JWT-scoped, with health and metrics.
+    Serve(serve::ServeArgs),
+    /// Issue and revoke the platform's tokens.
+    Token(token::TokenArgs),
+    /// Manage the platform key (rotation).
+    Key(token::KeyArgs),
     /// Commands for tests and benchmarks (not a stable interface).
     #[command(hide = true)]
     Debug(debug::DebugArgs),
@@ -41,6 +49,9 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Manifest(args) => manifest::run(args),
         Command::Get(args) => get::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Token(args) => token::run_token(args),
+        Command::Key(args) => token::run_key(args),
         Command::Debug(args) => debug::run(args),
     }
 }

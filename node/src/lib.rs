@@ -9,5 +9,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod datadir;
 pub mod domain;
+pub mod serve;
 pub mod store;

@@ -1,0 +1,280 @@
+//! `bver serve`: a running platform node.
+//!
+//! [`start`] loads the domain, opens the data directory (platform key, identity, revocations)
+//! and the store, builds the one [`Broker`], and serves HTTP: REST and OpenAPI
+//! ([`rest`]), JWKS, health, readiness and metrics, secured by bearer JWTs ([`http`]). It
+//! returns a [`Running`] node that a test (or the CLI) can stop gracefully: new requests get
+//! 503 while in-flight ones finish and commit.
+//!
+//! **Architecture Invariant:** handlers translate HTTP to broker calls and back; nothing in
+//! this module reads or writes the store except `readyz`'s ping.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+pub mod rest;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bver_auth::{HmacSecret, Revocations, Verifier, VerifierConfig};
+use bver_contracts::BverError;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{FileConfig, LogFormat, ServeConfig};
+
+use self::config::config_error;
+use self::http::{AppState, AuthState, StateParts};
+use self::metrics::Metrics;
+use crate::broker::Broker;
+use crate::datadir::{DataDir, Identity};
+use crate::domain::{self, Domain};
+use crate::store::{Store, StoreOptions};
+
+/// A node that is serving.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// The platform id.
+    pub platform_id: String,
+    /// The token audience.
+    pub audience: String,
+    /// Whether the platform key was made by this start.
+    pub key_created: bool,
+    /// The store's backend (`sqlite`, `postgres`).
+    pub backend: &'static str,
+    /// Where the SQLite store is, when it is SQLite.
+    pub sqlite_path: Option<std::path::PathBuf>,
+    /// Scopes a full administrator token should carry for this domain.
+    pub admin_scopes: String,
+    state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    reloader: JoinHandle<()>,
+    grace: Duration,
+}
+
+impl Running {
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Stop: refuse new requests (503), let in-flight ones finish (at most the grace period),
+    /// then return.
+    pub async fn shutdown(self) -> Result<(), BverError> {
+        self.state.draining.store(true, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        self.reloader.abort();
+        match tokio::time::timeout(self.grace, self.server).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(BverError::internal(format!("the HTTP server failed: {e}"))),
+            Ok(Err(e)) => Err(BverError::internal(format!(
+                "the HTTP server panicked: {e}"
+            ))),
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "in-flight requests did not finish in time");
+                Ok(())
+            }
+        }
+    }
+
+    /// Wait until the server stops on its own (it does not, unless it fails).
+    pub async fn wait(&mut self) -> Result<(), BverError> {
+        match (&mut self.server).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(BverError::internal(format!("the HTTP server failed: {e}"))),
+            Err(e) => Err(BverError::internal(format!(
+                "the HTTP server panicked: {e}"
+            ))),
+        }
+    }
+}
+
+/// Every scope the domain's operations declare, plus admin, metrics and the ops family:
+/// what `bver token issue` should grant a full administrator.
+pub fn admin_scopes(domain: &Domain) -> String {
+    let mut set = std::collections::BTreeSet::new();
+    for op in domain.operations() {
+        for s in &op.scopes {
+            set.insert(s.clone());
+        }
+    }
+    for s in ["refs:*:*", "admin", "admin:*", "metrics:read"] {
+        set.insert(s.to_owned());
+    }
+    set.into_iter().collect::<Vec<_>>().join(" ")
+}
+
+fn manifests(domain: &Domain, platform_id: &str) -> Value {
+    let list: Vec<Value> = domain
+        .bundles()
+        .iter()
+        .map(|b| domain::manifest::manifest(domain, b))
+        .collect();
+    json!({ "platform": platform_id, "manifests": list })
+}
+
+/// Start a node with `config`: see the module docs.
+pub async fn start(config: ServeConfig) -> Result<Running, BverError> {
+    let domain = domain::load(&config.domain).map_err(|errors| {
+        config_error(format!(
+            "the domain does not compile ({} error{}):\n{errors}",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        ))
+    })?;
+    let domain = Arc::new(domain);
+    let data = DataDir::create(&config.data)?;
+    let now = bver_auth::unix_now();
+
+    // Identity: fixed on the first start; a later start with another id is refused, since
+    // peers and tokens name the platform id.
+    let wanted = config
+        .platform_id
+        .clone()
+        .unwrap_or_else(|| domain.core().name.clone());
+    let identity = match data.identity()? {
+        Some(id) if config.platform_id.is_some() && id.platform_id != wanted => {
+            return Err(config_error(format!(
+                "this data directory belongs to platform `{}`, not `{wanted}`",
+                id.platform_id
+            )));
+        }
+        Some(id) => id,
+        None => {
+            let id = Identity {
+                audience: config.audience.clone().unwrap_or_else(|| wanted.clone()),
+                platform_id: wanted,
+            };
+            data.write_identity(&id)?;
+            id
+        }
+    };
+    let audience = config
+        .audience
+        .clone()
+        .unwrap_or_else(|| identity.audience.clone());
+
+    let (keys, key_created) = data.key_set(now)?;
+    let revocations = Arc::new(Revocations::new());
+    revocations.restore(data.revocations()?);
+    let mut vconfig = VerifierConfig::new(identity.platform_id.clone(), audience.clone())
+        .leeway_secs(config.token_leeway_secs);
+    if let Some(path) = &config.hs256_secret_file {
+        let secret = std::fs::read(path).map_err(|e| {
+            config_error(format!(
+                "cannot read the HS256 secret {}: {e}",
+                path.display()
+            ))
+        })?;
+        let secret = HmacSecret::new("hs256", trim_newline(secret))
+            .map_err(|e| config_error(format!("HS256 secret: {e}")))?;
+        vconfig = vconfig.with_hs256(secret);
+    }
+    let verifier = Verifier::new(vconfig.clone(), &keys, revocations.clone());
+    let auth = AuthState::new(verifier, keys.jwks(now), revocations.clone());
+
+    let options = StoreOptions {
+        pool_size: config.pool_size,
+        ..StoreOptions::default()
+    };
+    let (store, sqlite_path) = match &config.postgres {
+        Some(url) => (Store::open_postgres(url, options).await?, None),
+        None => {
+            let path = data.sqlite_path();
+            (Store::open_sqlite(&path, options).await?, Some(path))
+        }
+    };
+    let backend = store.backend_name();
+    let broker = Broker::new(domain.clone(), store)?;
+    let openapi = openapi::document(&domain, &identity.platform_id);
+    let state = Arc::new(AppState::new(StateParts {
+        broker,
+        auth,
+        metrics: Metrics::new(&identity.platform_id, backend),
+        rate_limit: config.rate_limit,
+        manifests: manifests(&domain, &identity.platform_id),
+        openapi,
+        insecure: config.insecure_dev,
+        platform_id: identity.platform_id.clone(),
+        data: data.clone(),
+    }));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| config_error(format!("cannot listen on {}: {e}", config.listen)))?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|e| config_error(format!("listener address: {e}")))?;
+    let app = http::router(state.clone(), config.max_body_bytes);
+    let (shutdown, mut stop) = watch::channel(false);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let reloader = tokio::spawn(reload_loop(state.clone(), vconfig));
+    if config.insecure_dev {
+        tracing::warn!("{}", http::INSECURE_WARNING);
+    }
+    Ok(Running {
+        http_addr,
+        platform_id: identity.platform_id,
+        audience,
+        key_created,
+        backend,
+        sqlite_path,
+        admin_scopes: admin_scopes(&domain),
+        state,
+        shutdown,
+        server,
+        reloader,
+        grace: config.shutdown_grace,
+    })
+}
+
+fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        v.pop();
+    }
+    v
+}
+
+/// Poll the data directory once a second: a key rotation or a revocation made with the CLI
+/// takes effect without a restart.
+async fn reload_loop(state: Arc<AppState>, vconfig: VerifierConfig) {
+    let mut seen = state.data.watched_stamp();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let stamp = state.data.watched_stamp();
+        if stamp == seen {
+            continue;
+        }
+        seen = stamp;
+        let now = bver_auth::unix_now();
+        match state.data.revocations() {
+            Ok(list) => state.auth.revocations.restore(list),
+            Err(e) => tracing::warn!(error = %e, "revocations not reloaded"),
+        }
+        match state.data.key_set(now) {
+            Ok((keys, _)) => {
+                let verifier =
+                    Verifier::new(vconfig.clone(), &keys, state.auth.revocations.clone());
+                state.auth.replace(verifier, keys.jwks(now));
+                tracing::info!(kid = %keys.current().key_id(), "keys and revocations reloaded");
+            }
+            Err(e) => tracing::warn!(error = %e, "keys not reloaded"),
+        }
+    }
+}
