@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod contracts;
 mod debug;
 mod get;
 mod manifest;
@@ -30,6 +31,8 @@ enum Command {
     Manifest(manifest::ManifestArgs),
     /// Resolve a pointer against a platform's store and print it as JSON.
     Get(get::GetArgs),
+    /// Work with contract packages (`bver contracts check OLD NEW`).
+    Contracts(contracts::ContractsArgs),
     /// Run a platform node: REST + OpenAPI, JWT-scoped, with health and metrics.
     Serve(serve::ServeArgs),
     /// Issue and revoke the platform's tokens.
@@ -49,6 +52,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Manifest(args) => manifest::run(args),
         Command::Get(args) => get::run(args),
+        Command::Contracts(args) => contracts::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Token(args) => token::run_token(args),
         Command::Key(args) => token::run_key(args),

@@ -115,7 +115,8 @@ fn example_pack_compiles_into_a_registry() {
             "refs.site.deleted",
             "refs.site.kind_changed",
             "refs.site.restored",
-            "refs.site.changed"
+            "refs.site.changed",
+            "refs.site.voltage_raised"
         ]
     );
     assert_eq!(site.triggers[5].source, TriggerSource::RefType);
@@ -450,6 +451,7 @@ fn names_versions_scopes_and_triggers_are_checked() {
             "bad_version app/bundle.toml:3:11",
             "bad_name app/bundle.toml:5:24",
             "bad_contract app/bundle.toml:6:14",
+            "missing_contract app/bundle.toml:6:28",
             "bad_name app/bundle.toml:8:7",
             "foreign_namespace app/bundle.toml:11:13",
             "private_figment app/bundle.toml:12:13",
@@ -517,7 +519,8 @@ fn definition_errors_map_to_the_contract_error() {
 fn every_repo_gets_ten_operations_and_the_resolver_five() {
     let d = example();
     let names: Vec<&str> = d.operations().iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(names.len(), 3 * 10 + 5);
+    // site and drawing include the geo figment, which adds `locate`.
+    assert_eq!(names.len(), 3 * 10 + 2 + 5);
     let site_ops: Vec<&str> = names
         .iter()
         .copied()
@@ -535,11 +538,12 @@ fn every_repo_gets_ten_operations_and_the_resolver_five() {
             "refs.site.history",
             "refs.site.diff",
             "refs.site.restore",
-            "refs.site.change_kind"
+            "refs.site.change_kind",
+            "refs.site.locate"
         ]
     );
     assert_eq!(
-        &names[30..],
+        &names[32..],
         [
             "bver.get",
             "bver.resolve",
@@ -668,6 +672,7 @@ fn manifests_are_byte_identical_across_runs_and_paths() {
     let root = example_dir();
     let other = domain::load(&[
         root.join("figments/geo"),
+        root.join("contracts/grid-types"),
         root.join("drawings"),
         root.join("grid"),
     ])
@@ -721,7 +726,11 @@ fn the_manifest_lists_references_operations_scopes_and_pointers() {
     assert!(site["defs"]["figment:geo"].is_object());
 
     let ops = m["operations"].as_array().expect("operations");
-    assert_eq!(ops.len(), 20, "ten per repo, no resolver operations");
+    assert_eq!(
+        ops.len(),
+        21,
+        "ten per repo, refs.site.locate from the geo figment, no resolver operations"
+    );
     let create = ops
         .iter()
         .find(|o| o["name"] == "refs.site.create")
@@ -793,7 +802,7 @@ fn bver_check_exits_zero_with_a_summary() {
     );
     assert_eq!(
         stdout.trim(),
-        "ok: 2 bundles (grid core, drawings plugin), 3 repos, 6 kinds, 2 figments, 35 operations"
+        "ok: 2 bundles (grid core, drawings plugin), 3 repos, 6 kinds, 2 figments, 37 operations"
     );
     let out = bver(&[
         "check".as_ref(),
@@ -804,7 +813,7 @@ fn bver_check_exits_zero_with_a_summary() {
     assert_eq!(out.status.code(), Some(0));
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["ok"], true);
-    assert_eq!(v["operations"].as_array().map(Vec::len), Some(35));
+    assert_eq!(v["operations"].as_array().map(Vec::len), Some(37));
 }
 
 #[test]

@@ -126,7 +126,28 @@ fn validator(inner: &Inner, repo: &str) -> Validator {
                 ),
             )
             .with_details(json!({ "repo": repo, "kind": kind, "violations": list }))
-        })
+        })?;
+        let failures = rt.check_rules(kind, value);
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<Value> = failures.iter().map(|f| f.to_json()).collect();
+        Err(BverError::new(
+            ErrorCode::RuleViolation,
+            Phase::InputValidation,
+            format!(
+                "the value breaks {} rule{} of `{repo}`{}: {}",
+                failures.len(),
+                if failures.len() == 1 { "" } else { "s" },
+                kind.map(|k| format!(" for kind `{k}`")).unwrap_or_default(),
+                failures
+                    .iter()
+                    .map(|f| format!("{}: {}", f.rule, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+        .with_details(json!({ "repo": repo, "kind": kind, "violations": list })))
     })
 }
 

@@ -13,7 +13,9 @@
 //!    digest of the input; a repeat returns the first answer, a different input under the
 //!    same key is `idempotency_mismatch`;
 //! 6. execute against the store, whose writer validates the resulting value against the
-//!    reference type's schema for its kind (a patch is validated after it is applied).
+//!    reference type's schema for its kind and then its CEL rules (a patch is validated
+//!    after it is applied); an operation a figment adds runs its registered handler
+//!    ([`handlers`]) instead, and its answer is checked against its output schema.
 //!
 //! Every failure is the shared [`BverError`].
 //!
@@ -21,6 +23,7 @@
 //! never skips a step: there is no "internal" bypass of scopes or validation.
 
 mod exec;
+pub mod handlers;
 mod local;
 
 use std::collections::HashMap;
@@ -36,6 +39,7 @@ use crate::domain::{Action, Domain};
 use crate::store::Store;
 
 pub use exec::rfc3339;
+pub use handlers::{Handler, HandlerCall, Handlers};
 pub use local::LocalAdapter;
 
 /// Whether a broker handle may run operations that mutate state.
@@ -102,6 +106,8 @@ pub(crate) enum Verb {
     Exists,
     ResolveList,
     ListRefs,
+    /// An operation a figment adds, run by its handler.
+    Handler,
 }
 
 pub(crate) struct Compiled {
@@ -110,6 +116,8 @@ pub(crate) struct Compiled {
     pub(crate) scopes: Vec<Scope>,
     pub(crate) repo: Option<String>,
     pub(crate) verb: Verb,
+    /// For [`Verb::Handler`]: the handler and the compiled output schema.
+    pub(crate) handler: Option<(Handler, jsonschema::Validator)>,
 }
 
 pub(crate) struct Inner {
@@ -170,13 +178,45 @@ impl Broker {
         store: Store,
         resolver: Resolver,
     ) -> Result<Self, BverError> {
+        Self::with_handlers(domain, store, resolver, Handlers::builtin())
+    }
+
+    /// A broker with a routed resolver and the handlers that run the operations figments
+    /// declare. Every handler an operation names must be registered.
+    pub fn with_handlers(
+        domain: Arc<Domain>,
+        store: Store,
+        resolver: Resolver,
+        handlers: Handlers,
+    ) -> Result<Self, BverError> {
         let mut ops = HashMap::new();
         for spec in domain.operations() {
             let input = jsonschema::draft202012::new(&spec.input).map_err(|e| {
                 definition_error(format!("{}: input schema does not compile: {e}", spec.name))
             })?;
-            let verb = verb_of(&spec.name)
-                .ok_or_else(|| definition_error(format!("{}: no executor", spec.name)))?;
+            let (verb, handler) = match &spec.handler {
+                Some(name) => {
+                    let h = handlers.get(name).cloned().ok_or_else(|| {
+                        definition_error(format!(
+                            "{}: no handler `{name}` is registered (registered: {})",
+                            spec.name,
+                            handlers.names().collect::<Vec<_>>().join(", ")
+                        ))
+                    })?;
+                    let output = jsonschema::draft202012::new(&spec.output).map_err(|e| {
+                        definition_error(format!(
+                            "{}: output schema does not compile: {e}",
+                            spec.name
+                        ))
+                    })?;
+                    (Verb::Handler, Some((h, output)))
+                }
+                None => (
+                    verb_of(&spec.name)
+                        .ok_or_else(|| definition_error(format!("{}: no executor", spec.name)))?,
+                    None,
+                ),
+            };
             ops.insert(
                 spec.name.clone(),
                 Compiled {
@@ -185,6 +225,7 @@ impl Broker {
                     input,
                     repo: spec.repo.clone(),
                     verb,
+                    handler,
                 },
             );
         }
@@ -288,7 +329,54 @@ impl Broker {
             )
             .with_details(json!({ "operation": op.spec.name })));
         }
+        if let Some((handler, output)) = &op.handler {
+            return self.run_handler(op, handler, output, principal, call).await;
+        }
         exec::execute(&self.inner, op, principal, &call).await
+    }
+
+    async fn run_handler(
+        &self,
+        op: &Compiled,
+        handler: &Handler,
+        output: &jsonschema::Validator,
+        principal: &Principal,
+        call: Call,
+    ) -> Result<Value, BverError> {
+        let repo = op.repo.clone().unwrap_or_default();
+        let namespace = self
+            .inner
+            .domain
+            .ref_type(&repo)
+            .map(|rt| rt.namespace.clone())
+            .unwrap_or_default();
+        let broker = if op.spec.mutation {
+            self.clone()
+        } else {
+            self.read_only()
+        };
+        let answer = handler(HandlerCall {
+            operation: op.spec.name.clone(),
+            repo,
+            namespace,
+            input: call.input,
+            principal: principal.clone(),
+            request_id: call.request_id,
+            broker,
+        })
+        .await?;
+        if let Some(e) = output.iter_errors(&answer).next() {
+            tracing::error!(
+                operation = %op.spec.name,
+                error = %e,
+                "a handler answered with a value its output schema refuses"
+            );
+            return Err(BverError::internal(format!(
+                "`{}` produced an invalid answer",
+                op.spec.name
+            )));
+        }
+        Ok(answer)
     }
 }
 

@@ -6,18 +6,23 @@
 //! something it depends on is broken is skipped silently, so each fault is reported once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
+use super::contract::{self, ContractPackage, ContractType};
 use super::error::{DefinitionError, DefinitionErrorKind as K, Location};
+use super::expr::Rule;
 use super::load::{
-    Loaded, Located, RawBundle, RawFigment, RawKind, RawPolicy, RawRefType, RawTrigger,
+    Loaded, Located, RawBundle, RawContract, RawFigment, RawKind, RawPolicy, RawRefType, RawRule,
+    RawSchema, RawTrigger,
 };
 use super::names;
+use super::ops::REF_OPERATIONS;
 use super::registry::{
-    Action, Bundle, ContractUse, DeclaredTrigger, Domain, Figment, Kind, Policy, RefEvent, RefType,
-    Role, Trigger, TriggerSource,
+    Action, Bundle, ContractUse, DeclaredTrigger, Domain, Figment, FigmentOperation, Kind, Policy,
+    RefEvent, RefType, Role, Trigger, TriggerSource,
 };
 use super::schema::{self, Part};
 
@@ -26,17 +31,27 @@ pub(crate) fn compile(loaded: Loaded, errors: &mut Vec<DefinitionError>) -> Opti
     let Loaded {
         bundles: raw_bundles,
         figments: standalone,
+        contracts: raw_contracts,
         unreadable_bundles,
     } = loaded;
 
     let bundles = check_bundles(&raw_bundles, unreadable_bundles > 0, errors);
+    let contracts = compile_contracts(&raw_contracts, errors);
+    check_contract_uses(&raw_bundles, &contracts, errors);
     let figments = FigmentTable::build(&raw_bundles, standalone, errors);
+    let places = Places::new(&raw_bundles);
 
     let mut ref_types = BTreeMap::new();
     let mut repo_owner: HashMap<String, (usize, Location)> = HashMap::new();
     for (bi, raw) in raw_bundles.iter().enumerate() {
         let Some(info) = &bundles[bi] else { continue };
         for r in &raw.refs {
+            let refs = RefResolver {
+                bundle: info,
+                raw,
+                contracts: &contracts,
+                places: &places,
+            };
             if let Some(rt) = compile_ref(
                 info,
                 raw,
@@ -45,6 +60,7 @@ pub(crate) fn compile(loaded: Loaded, errors: &mut Vec<DefinitionError>) -> Opti
                 &mut repo_owner,
                 bi,
                 &raw_bundles,
+                &refs,
                 errors,
             ) {
                 ref_types.insert(rt.repo.clone(), rt);
@@ -110,6 +126,10 @@ pub(crate) fn compile(loaded: Loaded, errors: &mut Vec<DefinitionError>) -> Opti
         ref_types,
         namespaces,
         figments: figment_map,
+        contracts: contracts
+            .into_iter()
+            .map(|(name, (pkg, _))| (name, pkg))
+            .collect(),
         operations: Vec::new(),
         op_index: HashMap::new(),
     };
@@ -333,6 +353,10 @@ struct FigmentNode {
     edges: Vec<usize>,
     /// Checked triggers.
     triggers: Vec<DeclaredTrigger>,
+    /// Its rules, each with where its name is written.
+    rules: Vec<(Arc<Rule>, Location)>,
+    /// Checked operations, each with where its name is written.
+    operations: Vec<(FigmentOperation, Location)>,
 }
 
 impl FigmentTable {
@@ -400,6 +424,9 @@ impl FigmentTable {
                 (raw.file.clone(), raw.name.loc.clone()),
             );
             let triggers = check_triggers(&raw.triggers, errors);
+            let source = format!("figment `{}`", raw.name.value);
+            let rules = make_rules(&raw.rules, &source, errors);
+            let operations = check_figment_ops(&raw, errors);
             let idx = table.nodes.len();
             match &bundle {
                 None => table.standalone.insert(raw.name.value.clone(), idx),
@@ -413,6 +440,8 @@ impl FigmentTable {
                 bundle,
                 edges: Vec::new(),
                 triggers,
+                rules,
+                operations,
             });
         };
         for f in standalone {
@@ -582,6 +611,8 @@ impl FigmentTable {
                     schema: n.raw.schema.map(|s| s.value),
                     includes: n.edges.iter().map(|&e| names[e].clone()).collect(),
                     triggers: n.triggers,
+                    rules: n.rules.into_iter().map(|(r, _)| r).collect(),
+                    operations: n.operations.into_iter().map(|(o, _)| o).collect(),
                     bundle: n.bundle,
                     file: n.raw.file,
                 };
@@ -609,7 +640,10 @@ fn check_triggers(raw: &[RawTrigger], errors: &mut Vec<DefinitionError>) -> Vec<
             continue;
         }
         let mut on = Vec::new();
-        for e in &t.on {
+        if t.on.is_none() {
+            on.extend(RefEvent::ALL);
+        }
+        for e in t.on.iter().flatten() {
             match RefEvent::parse(&e.value) {
                 Some(ev) if !on.contains(&ev) => on.push(ev),
                 Some(_) => {}
@@ -622,7 +656,7 @@ fn check_triggers(raw: &[RawTrigger], errors: &mut Vec<DefinitionError>) -> Vec<
                 )),
             }
         }
-        if t.on.is_empty() {
+        if t.on.as_ref().is_some_and(Vec::is_empty) {
             errors.push(DefinitionError::at(
                 t.name.loc.clone(),
                 K::InvalidValue {
@@ -636,6 +670,7 @@ fn check_triggers(raw: &[RawTrigger], errors: &mut Vec<DefinitionError>) -> Vec<
             name: t.name.value.clone(),
             description: t.description.clone().unwrap_or_default(),
             on,
+            when: t.when.clone(),
         });
     }
     out
@@ -650,6 +685,7 @@ fn compile_ref(
     repo_owner: &mut HashMap<String, (usize, Location)>,
     bundle_index: usize,
     raw_bundles: &[RawBundle],
+    refs: &RefResolver<'_>,
     errors: &mut Vec<DefinitionError>,
 ) -> Option<RefType> {
     let before = errors.len();
@@ -798,6 +834,7 @@ fn compile_ref(
             name: format!("refs.{repo}.{}", e.as_str()),
             description: format!("A `{repo}` reference was {}.", past_tense(*e)),
             on: vec![*e],
+            when: None,
             source: TriggerSource::BuiltIn,
         })
         .collect();
@@ -813,6 +850,7 @@ fn compile_ref(
                 name: format!("refs.{repo}.{}", t.name),
                 description: t.description,
                 on: t.on,
+                when: t.when,
                 source: TriggerSource::RefType,
             },
         );
@@ -847,12 +885,46 @@ fn compile_ref(
                     name: format!("refs.{repo}.{}", t.name),
                     description: t.description.clone(),
                     on: t.on.clone(),
+                    when: t.when.clone(),
                     source: TriggerSource::Figment(node.name.value.clone()),
                 },
             );
         }
     }
     triggers.extend(declared.into_values());
+
+    // Operations its figments (and its kinds' figments) add.
+    let mut operations: Vec<FigmentOperation> = Vec::new();
+    for f in figments.closure(&all_fig_starts) {
+        let node = &figments.nodes[f];
+        for (op, at) in &node.operations {
+            let full = format!("refs.{repo}.{}", op.name);
+            let clash = if REF_OPERATIONS.contains(&op.name.as_str()) {
+                Some("every reference type has it".to_owned())
+            } else {
+                operations
+                    .iter()
+                    .find(|o| o.name == op.name)
+                    .map(|o| format!("figment `{}` adds it too", o.figment))
+            };
+            if let Some(reason) = clash {
+                errors.push(DefinitionError::at(
+                    at.clone(),
+                    K::DuplicateOperation { name: full, reason },
+                ));
+                continue;
+            }
+            operations.push(op.clone());
+        }
+    }
+
+    // Rules: the type's and its figments'; each kind adds its own and its figments'.
+    let own_rules = make_rules(&r.rules, &format!("refs.{repo}"), errors);
+    let mut kind_rules: BTreeMap<String, Vec<(Arc<Rule>, Location)>> = BTreeMap::new();
+    for (name, (k, _)) in &kind_defs {
+        let source = format!("kind `{name}` of refs.{repo}");
+        kind_rules.insert(name.clone(), make_rules(&k.rules, &source, errors));
+    }
 
     if errors.len() != before {
         return None;
@@ -864,32 +936,51 @@ fn compile_ref(
     // kind) is then the `allOf` of `$ref`s to the fragments that apply to it.
     let base_id = format!("urn:bver:{}:{repo}", info.name);
     let mut defs = Map::new();
+    // Every fragment with its `$ref`s to contract types and own reference schemas resolved
+    // (the fragments they name are added to `defs`).
+    let mut resolved: HashMap<String, Value> = HashMap::new();
+    let mut visiting = HashSet::new();
     if let Some(s) = &r.schema {
-        defs.insert(repo.clone(), schema::fragment_def(&base_id, &s.value));
+        let v = refs.resolve(&format!("refs.{repo}"), s, &mut defs, &mut visiting, errors);
+        defs.insert(repo.clone(), schema::fragment_def(&base_id, &v));
+        resolved.insert(base_id.clone(), v);
     }
     for f in figments.closure(&all_fig_starts) {
         if let Some(s) = &figments.nodes[f].raw.schema {
+            let owner = format!("figment `{}`", figments.nodes[f].name.value);
+            let v = refs.resolve(&owner, s, &mut defs, &mut visiting, errors);
             let key = format!("figment:{}", figments.nodes[f].name.value);
-            defs.insert(key, schema::fragment_def(&figments.schema_id(f), &s.value));
+            defs.insert(key, schema::fragment_def(&figments.schema_id(f), &v));
+            resolved.insert(figments.schema_id(f), v);
         }
     }
     for (name, (k, _)) in &kind_defs {
         if let Some(s) = &k.schema {
             let id = format!("{base_id}:kind:{name}");
-            defs.insert(format!("kind:{name}"), schema::fragment_def(&id, &s.value));
+            let owner = format!("kind `{name}` of refs.{repo}");
+            let v = refs.resolve(&owner, s, &mut defs, &mut visiting, errors);
+            defs.insert(format!("kind:{name}"), schema::fragment_def(&id, &v));
+            resolved.insert(id, v);
         }
     }
+    if errors.len() != before {
+        return None;
+    }
+    let fragment = |id: &str| -> &Value { resolved.get(id).unwrap_or(&Value::Null) };
 
     let mut base_parts: Vec<(String, &Value)> = Vec::new();
-    if let Some(s) = &r.schema {
-        base_parts.push((base_id.clone(), &s.value));
+    if r.schema.is_some() {
+        base_parts.push((base_id.clone(), fragment(&base_id)));
     }
     let base_closure = figments.closure(&ref_figs);
+    let mut base_rules: Vec<(Arc<Rule>, Location)> = own_rules;
     for &f in &base_closure {
-        if let Some(s) = &figments.nodes[f].raw.schema {
-            base_parts.push((figments.schema_id(f), &s.value));
+        if figments.nodes[f].raw.schema.is_some() {
+            base_parts.push((figments.schema_id(f), fragment(&figments.schema_id(f))));
         }
+        base_rules.extend(figments.nodes[f].rules.iter().cloned());
     }
+    let base_rules = unique_rules(repo, base_rules, errors);
     let at = r
         .schema
         .as_ref()
@@ -906,6 +997,7 @@ fn compile_ref(
     let mut kinds = BTreeMap::new();
     for (name, lineage) in &lineages {
         let mut parts = base_parts.clone();
+        let mut rules = base_rules.clone();
         let mut starts = ref_figs.clone();
         let mut included: HashSet<usize> = base_closure.iter().copied().collect();
         for k in lineage {
@@ -914,16 +1006,21 @@ fn compile_ref(
             };
             starts.extend(figs.iter().copied());
             for f in figments.closure(&starts) {
-                if included.insert(f)
-                    && let Some(s) = &figments.nodes[f].raw.schema
-                {
-                    parts.push((figments.schema_id(f), &s.value));
+                if included.insert(f) {
+                    if figments.nodes[f].raw.schema.is_some() {
+                        parts.push((figments.schema_id(f), fragment(&figments.schema_id(f))));
+                    }
+                    rules.extend(figments.nodes[f].rules.iter().cloned());
                 }
             }
-            if let Some(s) = &raw_kind.schema {
-                parts.push((format!("{base_id}:kind:{k}"), &s.value));
+            if raw_kind.schema.is_some() {
+                let id = format!("{base_id}:kind:{k}");
+                let v = fragment(&id);
+                parts.push((id, v));
             }
+            rules.extend(kind_rules.get(k).into_iter().flatten().cloned());
         }
+        let rules = unique_rules(repo, rules, errors);
         let Some((raw_kind, figs)) = kind_defs.get(name) else {
             continue;
         };
@@ -948,6 +1045,7 @@ fn compile_ref(
                     .collect(),
                 lineage: lineage.clone(),
                 schema,
+                rules: rules.into_iter().map(|(r, _)| r).collect(),
                 validator,
             },
         );
@@ -971,6 +1069,8 @@ fn compile_ref(
         kinds,
         policy,
         triggers,
+        rules: base_rules.into_iter().map(|(r, _)| r).collect(),
+        operations,
         validator,
     })
 }
@@ -1054,4 +1154,567 @@ fn check_policy(repo: &str, raw: &RawPolicy, errors: &mut Vec<DefinitionError>) 
         *slot = scopes;
     }
     policy
+}
+
+/// Compile declared rules: names, messages, fields.
+fn make_rules(
+    raw: &[RawRule],
+    source: &str,
+    errors: &mut Vec<DefinitionError>,
+) -> Vec<(Arc<Rule>, Location)> {
+    let mut out = Vec::new();
+    for r in raw {
+        if !names::is_ident(&r.name.value) {
+            errors.push(bad_name(&r.name, "rule", names::IDENT_RULE));
+            continue;
+        }
+        let fields = if r.fields.is_empty() {
+            r.expr.fields().iter().map(|f| field_pointer(f)).collect()
+        } else {
+            r.fields.iter().map(|f| field_pointer(&f.value)).collect()
+        };
+        let rule = Rule {
+            name: r.name.value.clone(),
+            message: r
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("`{}` must hold", r.expr.source)),
+            source: source.to_owned(),
+            fields,
+            expr: r.expr.clone(),
+        };
+        out.push((Arc::new(rule), r.name.loc.clone()));
+    }
+    out
+}
+
+/// A field written as a JSON pointer (`/a/b`) or dotted (`a.b`), as a JSON pointer.
+fn field_pointer(f: &str) -> String {
+    if f.starts_with('/') || f.is_empty() {
+        return f.to_owned();
+    }
+    f.split('.')
+        .map(|seg| format!("/{}", seg.replace('~', "~0").replace('/', "~1")))
+        .collect()
+}
+
+/// Report rules that share a name; keep the first of each.
+fn unique_rules(
+    repo: &str,
+    rules: Vec<(Arc<Rule>, Location)>,
+    errors: &mut Vec<DefinitionError>,
+) -> Vec<(Arc<Rule>, Location)> {
+    let mut seen: HashMap<String, (String, Location)> = HashMap::new();
+    let mut out = Vec::new();
+    for (rule, at) in rules {
+        if let Some((first, first_at)) = seen.get(&rule.name) {
+            if first_at != &at {
+                errors.push(
+                    DefinitionError::at(
+                        at.clone(),
+                        K::DuplicateRule {
+                            repo: repo.to_owned(),
+                            name: rule.name.clone(),
+                            first: first.clone(),
+                            second: rule.source.clone(),
+                        },
+                    )
+                    .also(first_at.clone()),
+                );
+            }
+            continue;
+        }
+        seen.insert(rule.name.clone(), (rule.source.clone(), at.clone()));
+        out.push((rule, at));
+    }
+    out
+}
+
+/// Check a figment's operations: names, handlers, scopes, schemas.
+fn check_figment_ops(
+    raw: &RawFigment,
+    errors: &mut Vec<DefinitionError>,
+) -> Vec<(FigmentOperation, Location)> {
+    let mut out = Vec::new();
+    for op in &raw.operations {
+        let before = errors.len();
+        if !names::is_ident(&op.name.value) {
+            errors.push(bad_name(&op.name, "operation", names::IDENT_RULE));
+        }
+        let h = &op.handler.value;
+        if h.is_empty()
+            || !h.starts_with(|c: char| c.is_ascii_lowercase())
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+        {
+            errors.push(bad_name(
+                &op.handler,
+                "handler",
+                "a lowercase letter, then lowercase letters, digits, `_`, `.` or `-`",
+            ));
+        }
+        let mut scopes = None;
+        if let Some(list) = &op.scopes {
+            let mut ok = Vec::new();
+            for sc in list {
+                if names::is_scope(&sc.value.replace("{repo}", "repo")) {
+                    ok.push(sc.value.clone());
+                } else {
+                    errors.push(DefinitionError::at(
+                        sc.loc.clone(),
+                        K::BadScope {
+                            scope: sc.value.clone(),
+                            action: format!("operation `{}`", op.name.value),
+                        },
+                    ));
+                }
+            }
+            scopes = Some(ok);
+        }
+        for s in [&op.input, &op.output].into_iter().flatten() {
+            if let Some((pointer, target)) = schema::external_refs(&s.value).into_iter().next() {
+                errors.push(DefinitionError::at(
+                    s.loc_at(&pointer),
+                    K::BadRef {
+                        owner: format!("operation `{}`", op.name.value),
+                        target,
+                        reason: "the input and output schemas of a figment operation may only \
+                                 use `$ref` inside themselves"
+                            .into(),
+                    },
+                ));
+            }
+        }
+        if errors.len() != before {
+            continue;
+        }
+        out.push((
+            FigmentOperation {
+                name: op.name.value.clone(),
+                figment: raw.name.value.clone(),
+                description: op.description.clone().unwrap_or_default(),
+                handler: h.clone(),
+                mutation: op.mutation,
+                scopes,
+                input: op.input.as_ref().map_or_else(
+                    || json!({"type": "object", "additionalProperties": false}),
+                    |s| s.value.clone(),
+                ),
+                output: op
+                    .output
+                    .as_ref()
+                    .map_or_else(|| json!({}), |s| s.value.clone()),
+            },
+            op.name.loc.clone(),
+        ));
+    }
+    out
+}
+
+/// Loaded contract packages by name, with where each name is written.
+pub(crate) type Contracts = BTreeMap<String, (ContractPackage, Location)>;
+
+pub(crate) fn compile_contracts(
+    raw: &[RawContract],
+    errors: &mut Vec<DefinitionError>,
+) -> Contracts {
+    let mut out: Contracts = BTreeMap::new();
+    for c in raw {
+        let before = errors.len();
+        if !names::is_package_name(&c.name.value) {
+            errors.push(bad_name(&c.name, "contract package", names::PACKAGE_RULE));
+        }
+        if let Err(reason) = names::check_semver(&c.version.value) {
+            errors.push(DefinitionError::at(
+                c.version.loc.clone(),
+                K::BadVersion {
+                    version: c.version.value.clone(),
+                    reason,
+                },
+            ));
+        }
+        if let Some((first, first_loc)) = out.get(&c.name.value) {
+            errors.push(
+                DefinitionError::at(
+                    c.name.loc.clone(),
+                    K::DuplicateContract {
+                        name: c.name.value.clone(),
+                        first_file: first.file.clone(),
+                        second_file: c.file.clone(),
+                    },
+                )
+                .also(first_loc.clone()),
+            );
+            continue;
+        }
+        let mut types = BTreeMap::new();
+        let major = contract::major(&c.version.value);
+        for t in &c.types {
+            if !contract::is_type_name(&t.name.value) {
+                errors.push(bad_name(&t.name, "contract type", contract::TYPE_RULE));
+                continue;
+            }
+            let Some(s) = &t.schema else { continue };
+            for (pointer, target) in schema::external_refs(&s.value) {
+                let same = contract::parse_type_ref(&target)
+                    .is_some_and(|(p, m, _)| p == c.name.value && m == major);
+                if !same {
+                    errors.push(DefinitionError::at(
+                        s.loc_at(&pointer),
+                        K::BadRef {
+                            owner: format!("contract type `{}`", t.name.value),
+                            target,
+                            reason: format!(
+                                "a contract type may only refer to types of its own package \
+                                 and major version (`{}@{major}/Type`)",
+                                c.name.value
+                            ),
+                        },
+                    ));
+                }
+            }
+            types.insert(
+                t.name.value.clone(),
+                ContractType {
+                    name: t.name.value.clone(),
+                    description: t.description.clone().unwrap_or_default(),
+                    schema: s.value.clone(),
+                },
+            );
+        }
+        for t in types.values() {
+            for (_, target) in schema::external_refs(&t.schema) {
+                if let Some((_, _, ty)) = contract::parse_type_ref(&target)
+                    && !types.contains_key(ty)
+                    && let Some(raw_t) = c.types.iter().find(|x| x.name.value == t.name)
+                {
+                    errors.push(DefinitionError::at(
+                        raw_t.name.loc.clone(),
+                        K::UnknownContractType {
+                            package: c.name.value.clone(),
+                            ty: ty.to_owned(),
+                            known: types.keys().cloned().collect(),
+                        },
+                    ));
+                }
+            }
+        }
+        if errors.len() != before {
+            continue;
+        }
+        out.insert(
+            c.name.value.clone(),
+            (
+                ContractPackage {
+                    name: c.name.value.clone(),
+                    version: c.version.value.clone(),
+                    description: c.description.clone().unwrap_or_default(),
+                    types,
+                    file: c.file.clone(),
+                },
+                c.name.loc.clone(),
+            ),
+        );
+    }
+    out
+}
+
+/// Each bundle's contract packages must be loaded in a version at least the one it asks for
+/// (same major), and bundles must agree on each package's major version.
+fn check_contract_uses(
+    raw_bundles: &[RawBundle],
+    contracts: &Contracts,
+    errors: &mut Vec<DefinitionError>,
+) {
+    let mut first_use: HashMap<String, (String, String, Location)> = HashMap::new();
+    for b in raw_bundles {
+        let Some(h) = &b.header else { continue };
+        for c in &h.contracts {
+            let Ok((name, version)) = names::parse_contract(&c.value) else {
+                continue;
+            };
+            if let Some((other, other_version, other_loc)) = first_use.get(name) {
+                if contract::major(other_version) != contract::major(version) {
+                    errors.push(
+                        DefinitionError::at(
+                            c.loc.clone(),
+                            K::IncompatibleContract {
+                                package: name.to_owned(),
+                                bundle: h.name.value.clone(),
+                                version: version.to_owned(),
+                                other: other.clone(),
+                                other_version: other_version.clone(),
+                            },
+                        )
+                        .also(other_loc.clone()),
+                    );
+                    continue;
+                }
+            } else {
+                first_use.insert(
+                    name.to_owned(),
+                    (h.name.value.clone(), version.to_owned(), c.loc.clone()),
+                );
+            }
+            let loaded = contracts.get(name).map(|(p, _)| p);
+            let fits = loaded.is_some_and(|p| {
+                p.major() == contract::major(version)
+                    && contract::triple(&p.version) >= contract::triple(version)
+            });
+            if !fits {
+                errors.push(DefinitionError::at(
+                    c.loc.clone(),
+                    K::MissingContract {
+                        bundle: h.name.value.clone(),
+                        package: name.to_owned(),
+                        wanted: version.to_owned(),
+                        loaded: loaded.map(|p| p.version.clone()),
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// Where each bundle lives, and which file is which repo's schema, to recognise a `$ref` to
+/// another bundle's reference schema.
+struct Places {
+    /// (canonical bundle directory, bundle name).
+    dirs: Vec<(PathBuf, String)>,
+    /// canonical schema file → (bundle, repo).
+    files: HashMap<PathBuf, (String, String)>,
+    /// bundle → its repos.
+    repos: HashMap<String, Vec<String>>,
+}
+
+impl Places {
+    fn new(raw: &[RawBundle]) -> Self {
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut places = Self {
+            dirs: Vec::new(),
+            files: HashMap::new(),
+            repos: HashMap::new(),
+        };
+        for b in raw {
+            let Some(h) = &b.header else { continue };
+            let name = h.name.value.clone();
+            places.dirs.push((canon(&b.dir), name.clone()));
+            for r in &b.refs {
+                places
+                    .repos
+                    .entry(name.clone())
+                    .or_default()
+                    .push(r.repo.value.clone());
+                if let Some(s) = &r.schema
+                    && let Some((file, _)) = &s.json_file
+                {
+                    places
+                        .files
+                        .insert(canon(file), (name.clone(), r.repo.value.clone()));
+                }
+            }
+        }
+        places
+    }
+}
+
+/// Resolves the `$ref`s of one bundle's fragments that point outside them.
+struct RefResolver<'a> {
+    bundle: &'a BundleInfo,
+    raw: &'a RawBundle,
+    contracts: &'a Contracts,
+    places: &'a Places,
+}
+
+impl RefResolver<'_> {
+    /// `schema` with every `$ref` to a contract type or an own reference schema renamed to
+    /// the `$id` that fragment has in `defs` (where it is added); every other external
+    /// `$ref` is an error.
+    fn resolve(
+        &self,
+        owner: &str,
+        s: &RawSchema,
+        defs: &mut Map<String, Value>,
+        visiting: &mut HashSet<String>,
+        errors: &mut Vec<DefinitionError>,
+    ) -> Value {
+        let mut renames: HashMap<String, String> = HashMap::new();
+        for (pointer, target) in schema::external_refs(&s.value) {
+            let at = s.loc_at(&pointer);
+            match self.classify(owner, &target, s, defs, visiting, errors) {
+                Ok(Some(id)) => {
+                    renames.insert(target, id);
+                }
+                Ok(None) => {}
+                Err(kind) => errors.push(DefinitionError::at(at, kind)),
+            }
+        }
+        if renames.is_empty() {
+            return s.value.clone();
+        }
+        schema::rewrite_refs(&s.value, &|r| renames.get(r).cloned())
+    }
+
+    fn classify(
+        &self,
+        owner: &str,
+        target: &str,
+        s: &RawSchema,
+        defs: &mut Map<String, Value>,
+        visiting: &mut HashSet<String>,
+        errors: &mut Vec<DefinitionError>,
+    ) -> Result<Option<String>, K> {
+        let own = &self.bundle.name;
+        if let Some((pkg, major, ty)) = contract::parse_type_ref(target) {
+            let declared = self.bundle.contracts.iter().find(|c| c.name == pkg);
+            let undeclared = |reason: String| K::UndeclaredContract {
+                owner: owner.to_owned(),
+                target: target.to_owned(),
+                package: pkg.to_owned(),
+                reason,
+            };
+            let Some(use_) = declared else {
+                return Err(undeclared(format!(
+                    "bundle `{own}` does not list package `{pkg}` in `[bundle] contracts`"
+                )));
+            };
+            if contract::major(&use_.version) != major {
+                return Err(undeclared(format!(
+                    "bundle `{own}` uses `{pkg}@{}`, major version {}",
+                    use_.version,
+                    contract::major(&use_.version)
+                )));
+            }
+            // A package that is not loaded is reported once, at the bundle; a permissive
+            // stand-in keeps the composed schema compiling meanwhile.
+            let Some((package, _)) = self.contracts.get(pkg) else {
+                let id = contract::type_id(pkg, major, ty);
+                defs.insert(contract::type_key(pkg, major, ty), json!({ "$id": id }));
+                return Ok(Some(id));
+            };
+            if !package.types.contains_key(ty) {
+                return Err(K::UnknownContractType {
+                    package: pkg.to_owned(),
+                    ty: ty.to_owned(),
+                    known: package.types.keys().cloned().collect(),
+                });
+            }
+            add_contract_type(package, ty, defs);
+            return Ok(Some(contract::type_id(pkg, major, ty)));
+        }
+        let bare = target.split('#').next().unwrap_or("");
+        if let Some(rest) = bare.strip_prefix("urn:bver:") {
+            let parts: Vec<&str> = rest.split(':').collect();
+            let bad = |reason: &str| K::BadRef {
+                owner: owner.to_owned(),
+                target: target.to_owned(),
+                reason: reason.to_owned(),
+            };
+            let [bundle, repo] = parts.as_slice() else {
+                return Err(bad("only the base schema of a reference type \
+                                (`urn:bver:BUNDLE:REPO`) can be named this way; include a \
+                                figment instead of naming it"));
+            };
+            if bundle != own {
+                if self
+                    .places
+                    .repos
+                    .get(*bundle)
+                    .is_some_and(|r| r.iter().any(|x| x == repo))
+                {
+                    return Err(K::ForeignSchema {
+                        owner: owner.to_owned(),
+                        target: target.to_owned(),
+                        repo: (*repo).to_owned(),
+                        other: (*bundle).to_owned(),
+                    });
+                }
+                return Err(bad(&format!("no repo `{repo}` in a bundle `{bundle}`")));
+            }
+            let Some(other) = self.raw.refs.iter().find(|x| x.repo.value == *repo) else {
+                return Err(bad(&format!("bundle `{own}` has no repo `{repo}`")));
+            };
+            let Some(other_schema) = &other.schema else {
+                return Err(bad(&format!("repo `{repo}` has no base schema")));
+            };
+            if visiting.insert(bare.to_owned()) {
+                let v = self.resolve(
+                    &format!("refs.{repo}"),
+                    other_schema,
+                    defs,
+                    visiting,
+                    errors,
+                );
+                if !defs.contains_key(*repo) {
+                    defs.insert((*repo).to_owned(), schema::fragment_def(bare, &v));
+                }
+            }
+            return Ok(None);
+        }
+        // A file path: another bundle's schema file, or anything else.
+        let base = s
+            .json_file
+            .as_ref()
+            .and_then(|(f, _)| f.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| self.raw.dir.clone());
+        let path = base.join(bare);
+        let canon = std::fs::canonicalize(&path).unwrap_or(path);
+        let foreign_file = self.places.files.get(&canon).filter(|(b, _)| b != own);
+        let foreign_dir = self
+            .places
+            .dirs
+            .iter()
+            .find(|(d, b)| b != own && canon.starts_with(d));
+        if let Some((other, repo)) = foreign_file {
+            return Err(K::ForeignSchema {
+                owner: owner.to_owned(),
+                target: target.to_owned(),
+                repo: repo.clone(),
+                other: other.clone(),
+            });
+        }
+        if let Some((_, other)) = foreign_dir {
+            return Err(K::ForeignSchema {
+                owner: owner.to_owned(),
+                target: target.to_owned(),
+                repo: "?".into(),
+                other: other.clone(),
+            });
+        }
+        Err(K::BadRef {
+            owner: owner.to_owned(),
+            target: target.to_owned(),
+            reason: "schemas are not fetched from files or the network".into(),
+        })
+    }
+}
+
+/// Put contract type `ty` (and the types of its package it refers to) into `defs`.
+fn add_contract_type(package: &ContractPackage, ty: &str, defs: &mut Map<String, Value>) {
+    let major = package.major();
+    let key = contract::type_key(&package.name, major, ty);
+    if defs.contains_key(&key) {
+        return;
+    }
+    let Some(t) = package.types.get(ty) else {
+        return;
+    };
+    let rename = |r: &str| contract::parse_type_ref(r).map(|(p, m, x)| contract::type_id(p, m, x));
+    let body = schema::rewrite_refs(&t.schema, &rename);
+    let def = match &body {
+        Value::Object(_) => {
+            schema::fragment_def(&contract::type_id(&package.name, major, ty), &body)
+        }
+        other => json!({
+            "$id": contract::type_id(&package.name, major, ty),
+            "allOf": [other],
+        }),
+    };
+    defs.insert(key, def);
+    for (_, target) in schema::external_refs(&t.schema) {
+        if let Some((_, _, other)) = contract::parse_type_ref(&target) {
+            add_contract_type(package, other, defs);
+        }
+    }
 }

@@ -307,6 +307,137 @@ pub enum DefinitionErrorKind {
         /// Its `bundle.toml`.
         second_file: PathBuf,
     },
+    /// A CEL expression (a rule or a trigger condition) that does not compile.
+    #[error("{owner}: {message} (at line {line}, column {column} of `{expr}`)")]
+    BadExpression {
+        /// What the expression belongs to (`rule `x``, `condition of trigger `y``).
+        owner: String,
+        /// The expression as written.
+        expr: String,
+        /// 1-based line inside the expression.
+        line: u32,
+        /// 1-based column inside the expression.
+        column: u32,
+        /// What is wrong.
+        message: String,
+        /// Whether it is a trigger condition (else a rule).
+        condition: bool,
+    },
+    /// Two rules with one name apply to the values of one reference type.
+    #[error("rule `{name}` of refs.{repo} is declared twice: by {first} and by {second}")]
+    DuplicateRule {
+        /// The repo.
+        repo: String,
+        /// The rule name.
+        name: String,
+        /// Where it is declared first.
+        first: String,
+        /// Where it is declared again.
+        second: String,
+    },
+    /// An operation name that a reference type already has.
+    #[error("operation `{name}` is already defined ({reason})")]
+    DuplicateOperation {
+        /// The full operation name (`refs.site.locate`).
+        name: String,
+        /// Why it collides.
+        reason: String,
+    },
+    /// A schema refers to another bundle's reference schema.
+    #[error(
+        "{owner} refers to `{target}`, the reference schema of repo `{repo}` in bundle \
+         `{other}`: a bundle may use its own reference schemas and contract types, never \
+         another bundle's reference schemas"
+    )]
+    ForeignSchema {
+        /// What the schema belongs to.
+        owner: String,
+        /// The `$ref` as written.
+        target: String,
+        /// The other bundle's repo.
+        repo: String,
+        /// The other bundle.
+        other: String,
+    },
+    /// A `$ref` that is neither local, nor a contract type, nor an own reference schema.
+    #[error("{owner}: `$ref` to `{target}` cannot be resolved: {reason}")]
+    BadRef {
+        /// What the schema belongs to.
+        owner: String,
+        /// The `$ref` as written.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// Two contract package directories with one name.
+    #[error(
+        "contract package `{name}` is loaded twice: {} and {}",
+        first_file.display(),
+        second_file.display()
+    )]
+    DuplicateContract {
+        /// The package name.
+        name: String,
+        /// The `contract.toml` loaded first.
+        first_file: PathBuf,
+        /// The other one.
+        second_file: PathBuf,
+    },
+    /// A bundle uses a contract package that is not loaded, or in too old a version.
+    #[error(
+        "bundle `{bundle}` uses contract package `{package}@{wanted}`, {}",
+        match loaded { Some(v) => format!("but version {v} is loaded"), None => "which is not loaded".to_owned() }
+    )]
+    MissingContract {
+        /// The bundle.
+        bundle: String,
+        /// The package.
+        package: String,
+        /// The version the bundle declares.
+        wanted: String,
+        /// The version loaded, if any.
+        loaded: Option<String>,
+    },
+    /// Two bundles use incompatible versions (different major versions) of one package.
+    #[error(
+        "bundle `{bundle}` uses contract package `{package}@{version}` and bundle `{other}` uses \
+         `{package}@{other_version}`: major versions differ, so their types are incompatible"
+    )]
+    IncompatibleContract {
+        /// The package.
+        package: String,
+        /// This bundle.
+        bundle: String,
+        /// The version it declares.
+        version: String,
+        /// The other bundle.
+        other: String,
+        /// The version the other declares.
+        other_version: String,
+    },
+    /// A schema uses a contract type of a package its bundle does not declare (or of
+    /// another major version).
+    #[error("{owner} uses `{target}`, but {reason}")]
+    UndeclaredContract {
+        /// What the schema belongs to.
+        owner: String,
+        /// The type reference as written.
+        target: String,
+        /// The package.
+        package: String,
+        /// Why it is not usable.
+        reason: String,
+    },
+    /// A contract type that its package does not define.
+    #[error("contract package `{package}` has no type `{ty}`")]
+    UnknownContractType {
+        /// The package.
+        package: String,
+        /// The type name.
+        ty: String,
+        /// The types it defines.
+        known: Vec<String>,
+    },
 }
 
 impl DefinitionErrorKind {
@@ -339,6 +470,16 @@ impl DefinitionErrorKind {
             Self::DuplicateTrigger { .. } => "duplicate_trigger",
             Self::NoCore { .. } => "no_core",
             Self::TwoCores { .. } => "two_cores",
+            Self::BadExpression { .. } => "bad_expression",
+            Self::DuplicateRule { .. } => "duplicate_rule",
+            Self::DuplicateOperation { .. } => "duplicate_operation",
+            Self::ForeignSchema { .. } => "foreign_schema",
+            Self::BadRef { .. } => "bad_ref",
+            Self::DuplicateContract { .. } => "duplicate_contract",
+            Self::MissingContract { .. } => "missing_contract",
+            Self::IncompatibleContract { .. } => "incompatible_contract",
+            Self::UndeclaredContract { .. } => "undeclared_contract",
+            Self::UnknownContractType { .. } => "unknown_contract_type",
         }
     }
 
@@ -444,6 +585,48 @@ impl DefinitionErrorKind {
             Self::TwoCores { .. } => "make one of them a plugin (role = \"plugin\"), or load \
                  only one platform's bundles"
                 .into(),
+            Self::BadExpression {
+                condition: true, ..
+            } => "a condition is a CEL expression over \
+                 event, repo, id, kind, old_kind, old, new, diff and principal; numbers are \
+                 doubles (see docs/domain.md, \"Triggers\")"
+                .into(),
+            Self::BadExpression { .. } => "a rule is a CEL expression over the value's fields \
+                 (`rating_mva`) or `self` (`has(self.x)`); numbers are doubles, so write `2.0`, \
+                 not `2` (see docs/domain.md, \"Rules\")"
+                .into(),
+            Self::DuplicateRule { .. } => "rename one of the two rules".into(),
+            Self::DuplicateOperation { .. } => "rename the figment operation; the generated \
+                 suffixes are create, get, patch, replace, delete, list, history, diff, restore \
+                 and change_kind"
+                .into(),
+            Self::ForeignSchema { .. } => "hold a pointer to the other bundle's reference \
+                 (a string `bver://...`), or move the shared shape into a contract package and \
+                 use its type (`\"$ref\": \"package@1/Type\"`)"
+                .into(),
+            Self::BadRef { .. } => "`$ref` may point inside the schema (`#/$defs/...`), at a \
+                 contract type (`package@MAJOR/Type`), or at a reference schema of the same \
+                 bundle (`urn:bver:BUNDLE:REPO`)"
+                .into(),
+            Self::DuplicateContract { .. } => "load one directory per contract package".into(),
+            Self::MissingContract { loaded: None, .. } => "load the contract package's directory \
+                 (the one with its `contract.toml`) with the bundles"
+                .into(),
+            Self::MissingContract { .. } => "load a version of the package that is at least the \
+                 one the bundle asks for, with the same major version"
+                .into(),
+            Self::IncompatibleContract { .. } => "bundles of one platform must agree on the major \
+                 version of each contract package: move both to the same major version"
+                .into(),
+            Self::UndeclaredContract { package, .. } => {
+                format!("add the package to `[bundle] contracts`, e.g. \"{package}@1.0.0\"")
+            }
+            Self::UnknownContractType { ty, known, .. } => {
+                match closest(ty, known.iter().map(String::as_str)) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None => format!("the package's types are {}", list(known)),
+                }
+            }
         }
     }
 }

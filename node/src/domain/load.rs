@@ -19,12 +19,14 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 
 use super::error::{DefinitionError, DefinitionErrorKind as K, Location};
+use super::expr::{CONDITION_VARIABLES, CelFault, Expression};
 use super::schema;
 
 /// The file that makes a directory a bundle.
 pub const BUNDLE_FILE: &str = "bundle.toml";
 /// The file that makes a directory a figment.
 pub const FIGMENT_FILE: &str = "figment.toml";
+use super::contract::CONTRACT_FILE;
 /// How deep below a given directory bundles and figments are looked for.
 const MAX_DEPTH: usize = 8;
 
@@ -42,6 +44,45 @@ pub(crate) struct RawSchema {
     pub(crate) value: Value,
     /// Where `schema = ...` is written.
     pub(crate) loc: Location,
+    /// For a schema in its own JSON file: the file and its text, to locate faults in it.
+    pub(crate) json_file: Option<(PathBuf, String)>,
+    /// For an inline schema: where each `$ref` to outside it is written.
+    pub(crate) ref_locs: Vec<(String, Location)>,
+}
+
+impl RawSchema {
+    /// Where the value at `pointer` (a JSON pointer into the schema) is written: in the
+    /// JSON file, or where the inline schema starts.
+    pub(crate) fn loc_at(&self, pointer: &str) -> Location {
+        match &self.json_file {
+            Some((path, text)) => {
+                offset_to_location(path, text, schema::json_offset_at(text, pointer))
+            }
+            None => self
+                .ref_locs
+                .iter()
+                .find(|(p, _)| p == pointer)
+                .map_or_else(|| self.loc.clone(), |(_, l)| l.clone()),
+        }
+    }
+}
+
+/// `[types.NAME]` of a `contract.toml`.
+#[derive(Debug, Clone)]
+pub(crate) struct RawContractType {
+    pub(crate) name: Located<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) schema: Option<RawSchema>,
+}
+
+/// One `contract.toml`: a contract package.
+#[derive(Debug, Clone)]
+pub(crate) struct RawContract {
+    pub(crate) name: Located<String>,
+    pub(crate) version: Located<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) types: Vec<RawContractType>,
+    pub(crate) file: PathBuf,
 }
 
 /// `[bundle]` of a `bundle.toml`.
@@ -82,6 +123,7 @@ pub(crate) struct RawRefType {
     pub(crate) policy: RawPolicy,
     pub(crate) kinds: Vec<RawKind>,
     pub(crate) triggers: Vec<RawTrigger>,
+    pub(crate) rules: Vec<RawRule>,
 }
 
 /// `[refs.REPO.policy]`: the scopes each action needs (absent = the default scope).
@@ -101,6 +143,7 @@ pub(crate) struct RawKind {
     pub(crate) description: Option<String>,
     pub(crate) schema: Option<RawSchema>,
     pub(crate) figments: Vec<Located<String>>,
+    pub(crate) rules: Vec<RawRule>,
 }
 
 /// `[...triggers.NAME]`.
@@ -108,7 +151,31 @@ pub(crate) struct RawKind {
 pub(crate) struct RawTrigger {
     pub(crate) name: Located<String>,
     pub(crate) description: Option<String>,
-    pub(crate) on: Vec<Located<String>>,
+    /// Absent: every built-in event.
+    pub(crate) on: Option<Vec<Located<String>>>,
+    /// The compiled `when` condition (a fault in it is already reported).
+    pub(crate) when: Option<Expression>,
+}
+
+/// `[...rules.NAME]`: a CEL validation rule, compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct RawRule {
+    pub(crate) name: Located<String>,
+    pub(crate) expr: Expression,
+    pub(crate) message: Option<String>,
+    pub(crate) fields: Vec<Located<String>>,
+}
+
+/// `[figment.operations.NAME]`: an operation every including reference type gains.
+#[derive(Debug, Clone)]
+pub(crate) struct RawFigmentOp {
+    pub(crate) name: Located<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) handler: Located<String>,
+    pub(crate) mutation: bool,
+    pub(crate) scopes: Option<Vec<Located<String>>>,
+    pub(crate) input: Option<RawSchema>,
+    pub(crate) output: Option<RawSchema>,
 }
 
 /// A figment: `[figment]` of a `figment.toml`, or `[figments.NAME]` inline in a bundle.
@@ -120,6 +187,8 @@ pub(crate) struct RawFigment {
     pub(crate) schema: Option<RawSchema>,
     pub(crate) figments: Vec<Located<String>>,
     pub(crate) triggers: Vec<RawTrigger>,
+    pub(crate) rules: Vec<RawRule>,
+    pub(crate) operations: Vec<RawFigmentOp>,
     /// The file that defines it.
     pub(crate) file: PathBuf,
 }
@@ -130,6 +199,8 @@ pub(crate) struct Loaded {
     pub(crate) bundles: Vec<RawBundle>,
     /// Standalone figments (their own directory), shared by every bundle.
     pub(crate) figments: Vec<RawFigment>,
+    /// Contract packages.
+    pub(crate) contracts: Vec<RawContract>,
     /// How many `bundle.toml` files could not be read or parsed at all (their errors are
     /// reported); one of them may be the core bundle.
     pub(crate) unreadable_bundles: usize,
@@ -187,7 +258,41 @@ struct KindDef {
 #[serde(deny_unknown_fields)]
 struct TriggerDef {
     description: Option<String>,
-    on: Vec<Spanned<String>>,
+    on: Option<Vec<Spanned<String>>>,
+    when: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContractDef {
+    name: Spanned<String>,
+    version: Spanned<String>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContractTypeDef {
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDef {
+    expr: Spanned<String>,
+    message: Option<String>,
+    #[serde(default)]
+    fields: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FigmentOpDef {
+    description: Option<String>,
+    handler: Spanned<String>,
+    #[serde(default)]
+    mutation: bool,
+    scopes: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +343,10 @@ pub(crate) fn load_dirs(dirs: &[PathBuf], errors: &mut Vec<DefinitionError>) -> 
                     Some(b) => loaded.bundles.push(b),
                     None => loaded.unreadable_bundles += 1,
                 }
+            } else if file.file_name().is_some_and(|n| n == CONTRACT_FILE) {
+                if let Some(c) = read_contract_file(&src, errors) {
+                    loaded.contracts.push(c);
+                }
             } else if let Some(f) = read_figment_file(&src, errors) {
                 loaded.figments.push(f);
             }
@@ -257,7 +366,7 @@ fn discover(
     if path.is_file() {
         if path
             .file_name()
-            .is_some_and(|n| n == BUNDLE_FILE || n == FIGMENT_FILE)
+            .is_some_and(|n| n == BUNDLE_FILE || n == FIGMENT_FILE || n == CONTRACT_FILE)
         {
             found.push(path.to_path_buf());
         } else if depth == 0 {
@@ -272,8 +381,13 @@ fn discover(
     }
     let bundle = path.join(BUNDLE_FILE);
     let figment = path.join(FIGMENT_FILE);
-    if bundle.is_file() || figment.is_file() {
-        found.extend([bundle, figment].into_iter().filter(|p| p.is_file()));
+    let contract = path.join(CONTRACT_FILE);
+    if bundle.is_file() || figment.is_file() || contract.is_file() {
+        found.extend(
+            [bundle, figment, contract]
+                .into_iter()
+                .filter(|p| p.is_file()),
+        );
         return;
     }
     if depth >= MAX_DEPTH {
@@ -568,6 +682,10 @@ fn read_ref(
         .remove("triggers")
         .map(|v| read_triggers(src, v, &section, errors))
         .unwrap_or_default();
+    let rules = table
+        .remove("rules")
+        .map(|v| read_rules(src, v, &section, errors))
+        .unwrap_or_default();
     let policy = match table.remove("policy") {
         Some(v) => {
             let name = format!("[refs.{}.policy]", repo.value);
@@ -584,7 +702,7 @@ fn read_ref(
         None => RawPolicy::default(),
     };
     let rest = Spanned::new(span, DeValue::Table(table));
-    let taken = ["kinds", "policy", "schema", "triggers"];
+    let taken = ["kinds", "policy", "rules", "schema", "triggers"];
     let def: RefDef = de_section(src, rest, &section, &taken, errors)?;
     Some(RawRefType {
         repo,
@@ -596,6 +714,7 @@ fn read_ref(
         policy,
         kinds,
         triggers,
+        rules,
     })
 }
 
@@ -613,14 +732,19 @@ fn read_kind(
     let schema = table
         .remove("schema")
         .and_then(|v| read_schema(src, v, &owner, errors));
+    let rules = table
+        .remove("rules")
+        .map(|v| read_rules(src, v, &section, errors))
+        .unwrap_or_default();
     let rest = Spanned::new(span, DeValue::Table(table));
-    let def: KindDef = de_section(src, rest, &section, &["schema"], errors)?;
+    let def: KindDef = de_section(src, rest, &section, &["rules", "schema"], errors)?;
     Some(RawKind {
         name,
         parent: def.parent.map(|p| src.located(p)),
         description: def.description,
         schema,
         figments: src.located_all(def.figments),
+        rules,
     })
 }
 
@@ -636,14 +760,216 @@ fn read_triggers(
         let name = key_located(src, &key);
         let section_name = format!("trigger `{}` of {owner_section}", name.value);
         if let Some(def) = de_section::<TriggerDef>(src, value, &section_name, &[], errors) {
+            let when = def.when.and_then(|w| {
+                let owner = format!("condition of trigger `{}`", name.value);
+                compile_expr(src, &w, &owner, Some(&CONDITION_VARIABLES), errors)
+            });
             out.push(RawTrigger {
                 name,
                 description: def.description,
-                on: src.located_all(def.on),
+                on: def.on.map(|on| src.located_all(on)),
+                when,
             });
         }
     }
     out
+}
+
+fn read_rules(
+    src: &Source<'_>,
+    value: Spanned<DeValue<'_>>,
+    owner_section: &str,
+    errors: &mut Vec<DefinitionError>,
+) -> Vec<RawRule> {
+    let mut out = Vec::new();
+    for (key, value) in entries(src, value, &format!("{owner_section} rules"), errors) {
+        let name = key_located(src, &key);
+        let section_name = format!("rule `{}` of {owner_section}", name.value);
+        let Some(def) = de_section::<RuleDef>(src, value, &section_name, &[], errors) else {
+            continue;
+        };
+        let owner = format!("rule `{}`", name.value);
+        if let Some(expr) = compile_expr(src, &def.expr, &owner, None, errors) {
+            out.push(RawRule {
+                name,
+                expr,
+                message: def.message,
+                fields: src.located_all(def.fields),
+            });
+        }
+    }
+    out
+}
+
+fn read_figment_ops(
+    src: &Source<'_>,
+    value: Spanned<DeValue<'_>>,
+    owner_section: &str,
+    errors: &mut Vec<DefinitionError>,
+) -> Vec<RawFigmentOp> {
+    let mut out = Vec::new();
+    for (key, value) in entries(src, value, &format!("{owner_section} operations"), errors) {
+        let name = key_located(src, &key);
+        let section_name = format!("operation `{}` of {owner_section}", name.value);
+        let Some((span, mut table)) = as_table(src, value, &section_name, errors) else {
+            continue;
+        };
+        let owner = format!("operation `{}`", name.value);
+        let input = table
+            .remove("input")
+            .and_then(|v| read_op_schema(src, v, &format!("input of {owner}"), errors));
+        let output = table
+            .remove("output")
+            .and_then(|v| read_op_schema(src, v, &format!("output of {owner}"), errors));
+        let rest = Spanned::new(span, DeValue::Table(table));
+        let taken = ["input", "output"];
+        let Some(def) = de_section::<FigmentOpDef>(src, rest, &section_name, &taken, errors) else {
+            continue;
+        };
+        out.push(RawFigmentOp {
+            name,
+            description: def.description,
+            handler: src.located(def.handler),
+            mutation: def.mutation,
+            scopes: def.scopes.map(|s| src.located_all(s)),
+            input,
+            output,
+        });
+    }
+    out
+}
+
+/// Compile a CEL expression written at `expr`; a fault is reported at its position inside
+/// the TOML string when the string can be mapped back to the file (no escapes), else at the
+/// string.
+fn compile_expr(
+    src: &Source<'_>,
+    expr: &Spanned<String>,
+    owner: &str,
+    variables: Option<&[&str]>,
+    errors: &mut Vec<DefinitionError>,
+) -> Option<Expression> {
+    match Expression::compile(expr.get_ref(), variables) {
+        Ok(e) => Some(e),
+        Err(fault) => {
+            errors.push(DefinitionError::at(
+                expr_location(src, expr, &fault),
+                K::BadExpression {
+                    owner: owner.to_owned(),
+                    expr: expr.get_ref().clone(),
+                    line: fault.line,
+                    column: fault.column,
+                    message: fault.message,
+                    condition: variables.is_some(),
+                },
+            ));
+            None
+        }
+    }
+}
+
+/// Where in the file line `fault.line`, column `fault.column` of the expression is.
+fn expr_location(src: &Source<'_>, expr: &Spanned<String>, fault: &CelFault) -> Location {
+    let span = expr.span();
+    let raw = src.text.get(span.clone()).unwrap_or("");
+    let content_start = ["\"\"\"", "'''", "\"", "'"]
+        .iter()
+        .find(|q| raw.starts_with(**q))
+        .map(|q| {
+            let after = span.start + q.len();
+            let multi = q.len() == 3;
+            if multi && src.text.get(after..after + 1) == Some("\n") {
+                after + 1
+            } else if multi && src.text.get(after..after + 2) == Some("\r\n") {
+                after + 2
+            } else {
+                after
+            }
+        });
+    let value = expr.get_ref();
+    match content_start {
+        Some(start) if src.text.get(start..start + value.len()) == Some(value.as_str()) => {
+            let mut offset = start;
+            for (line, l) in (1..).zip(value.split_inclusive('\n')) {
+                if line == fault.line {
+                    let col = usize::try_from(fault.column.saturating_sub(1)).unwrap_or(0);
+                    offset += l.char_indices().nth(col).map_or(l.len(), |(i, _)| i);
+                    break;
+                }
+                offset += l.len();
+            }
+            src.loc(offset)
+        }
+        _ => src.loc(span.start),
+    }
+}
+
+/// `input = { ... }` / `output = "file.json"` of a figment operation: any JSON Schema
+/// 2020-12 (not necessarily an object).
+fn read_op_schema(
+    src: &Source<'_>,
+    value: Spanned<DeValue<'_>>,
+    owner: &str,
+    errors: &mut Vec<DefinitionError>,
+) -> Option<RawSchema> {
+    read_schema_with(src, value, owner, schema::check_dto, errors)
+}
+
+fn read_contract_file(src: &Source<'_>, errors: &mut Vec<DefinitionError>) -> Option<RawContract> {
+    let doc = parse(src, errors)?;
+    let doc_span = doc.span();
+    let mut top = doc.into_inner();
+    check_keys(src, &top, "contract.toml", &["contract", "types"], errors);
+    let Some(value) = top.remove("contract") else {
+        errors.push(DefinitionError::at(
+            src.loc(doc_span.start),
+            K::InvalidValue {
+                section: "contract.toml".into(),
+                message: "missing the `[contract]` table (name, version)".into(),
+            },
+        ));
+        return None;
+    };
+    let def: ContractDef = de_section(src, value, "[contract]", &[], errors)?;
+    let mut types = Vec::new();
+    if let Some(v) = top.remove("types") {
+        for (key, value) in entries(src, v, "[types]", errors) {
+            let name = key_located(src, &key);
+            let section = format!("[types.{}]", name.value);
+            let Some((span, mut table)) = as_table(src, value, &section, errors) else {
+                continue;
+            };
+            let owner = format!("contract type `{}`", name.value);
+            let schema = table
+                .remove("schema")
+                .and_then(|v| read_op_schema(src, v, &owner, errors));
+            let rest = Spanned::new(span, DeValue::Table(table));
+            if let Some(t) = de_section::<ContractTypeDef>(src, rest, &section, &["schema"], errors)
+            {
+                if schema.is_none() {
+                    errors.push(DefinitionError::at(
+                        name.loc.clone(),
+                        K::InvalidValue {
+                            section,
+                            message: "missing field `schema`".into(),
+                        },
+                    ));
+                }
+                types.push(RawContractType {
+                    name,
+                    description: t.description,
+                    schema,
+                });
+            }
+        }
+    }
+    Some(RawContract {
+        name: src.located(def.name),
+        version: src.located(def.version),
+        description: def.description,
+        types,
+        file: src.path.to_path_buf(),
+    })
 }
 
 fn read_figment_file(src: &Source<'_>, errors: &mut Vec<DefinitionError>) -> Option<RawFigment> {
@@ -676,8 +1002,11 @@ fn read_figment(
     let (span, mut table) = as_table(src, value, section_name, errors)?;
     let schema_value = table.remove("schema");
     let triggers_value = table.remove("triggers");
+    let rules_value = table.remove("rules");
+    let operations_value = table.remove("operations");
     let rest = Spanned::new(span.clone(), DeValue::Table(table));
-    let def: FigmentDef = de_section(src, rest, section_name, &["schema", "triggers"], errors)?;
+    let taken = ["operations", "rules", "schema", "triggers"];
+    let def: FigmentDef = de_section(src, rest, section_name, &taken, errors)?;
     let name = match (inline_name, def.name) {
         (Some(key), None) => key,
         (None, Some(n)) => src.located(n),
@@ -707,6 +1036,12 @@ fn read_figment(
     let triggers = triggers_value
         .map(|v| read_triggers(src, v, section_name, errors))
         .unwrap_or_default();
+    let rules = rules_value
+        .map(|v| read_rules(src, v, section_name, errors))
+        .unwrap_or_default();
+    let operations = operations_value
+        .map(|v| read_figment_ops(src, v, section_name, errors))
+        .unwrap_or_default();
     Some(RawFigment {
         name,
         version: def.version.map(|v| src.located(v)),
@@ -714,6 +1049,8 @@ fn read_figment(
         schema,
         figments: src.located_all(def.figments),
         triggers,
+        rules,
+        operations,
         file: src.path.to_path_buf(),
     })
 }
@@ -726,8 +1063,21 @@ fn read_schema(
     owner: &str,
     errors: &mut Vec<DefinitionError>,
 ) -> Option<RawSchema> {
+    read_schema_with(src, value, owner, schema::check_fragment, errors)
+}
+
+/// Read a schema (inline or from a file) and check it with `check`.
+fn read_schema_with(
+    src: &Source<'_>,
+    value: Spanned<DeValue<'_>>,
+    owner: &str,
+    check: fn(&Value) -> Vec<schema::SchemaFault>,
+    errors: &mut Vec<DefinitionError>,
+) -> Option<RawSchema> {
     let loc = src.loc_of(&value);
     let before = errors.len();
+    let mut json_file = None;
+    let mut ref_locs = Vec::new();
     let json = match value.get_ref() {
         DeValue::String(rel) => {
             let path = src.dir().join(rel.as_ref());
@@ -762,7 +1112,7 @@ fn read_schema(
                     return None;
                 }
             };
-            for (pointer, message) in schema::check_fragment(&json) {
+            for (pointer, message) in check(&json) {
                 let offset = schema::json_offset_at(&text, &pointer);
                 errors.push(DefinitionError::at(
                     offset_to_location(&path, &text, offset),
@@ -773,6 +1123,7 @@ fn read_schema(
                     },
                 ));
             }
+            json_file = Some((path, text));
             json
         }
         DeValue::Table(_) => {
@@ -789,7 +1140,11 @@ fn read_schema(
                     return None;
                 }
             };
-            for (pointer, message) in schema::check_fragment(&json) {
+            for (pointer, _) in schema::external_refs(&json) {
+                let span = schema::toml_span_at(&value, &pointer);
+                ref_locs.push((pointer, src.loc(span.start)));
+            }
+            for (pointer, message) in check(&json) {
                 let span = schema::toml_span_at(&value, &pointer);
                 errors.push(DefinitionError::at(
                     src.loc(span.start),
@@ -817,7 +1172,12 @@ fn read_schema(
             return None;
         }
     };
-    (errors.len() == before).then_some(RawSchema { value: json, loc })
+    (errors.len() == before).then_some(RawSchema {
+        value: json,
+        loc,
+        json_file,
+        ref_locs,
+    })
 }
 
 #[cfg(test)]

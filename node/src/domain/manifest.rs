@@ -38,7 +38,7 @@ pub fn manifest(domain: &Domain, bundle: &Bundle) -> Value {
         .iter()
         .flat_map(|rt| ops::ref_operations(rt))
         .map(|op| {
-            json!({
+            let mut v = json!({
                 "name": op.name,
                 "description": op.description,
                 "kind": if op.mutation { "command" } else { "query" },
@@ -47,7 +47,11 @@ pub fn manifest(domain: &Domain, bundle: &Bundle) -> Value {
                 "scopes": op.scopes,
                 "input": op.input,
                 "output": op.output,
-            })
+            });
+            if let (Some(h), Some(o)) = (&op.handler, v.as_object_mut()) {
+                o.insert("handler".into(), json!(h));
+            }
+            v
         })
         .collect();
     let triggers: Vec<Value> = repos
@@ -58,6 +62,7 @@ pub fn manifest(domain: &Domain, bundle: &Bundle) -> Value {
                 "name": t.name,
                 "description": t.description,
                 "on": t.on.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+                "when": t.when.as_ref().map(|w| w.source.clone()),
                 "source": match &t.source {
                     TriggerSource::BuiltIn => "built_in".to_owned(),
                     TriggerSource::RefType => "declared".to_owned(),
@@ -76,6 +81,8 @@ pub fn manifest(domain: &Domain, bundle: &Bundle) -> Value {
                 "version": f.version.clone().unwrap_or_else(|| bundle.version.clone()),
                 "description": f.description,
                 "shared": f.bundle.is_none(),
+                "rules": f.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+                "operations": f.operations.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -118,7 +125,13 @@ pub fn manifest(domain: &Domain, bundle: &Bundle) -> Value {
             bundle
                 .contracts
                 .iter()
-                .map(|c| json!({"name": c.name, "version": c.version}))
+                .map(|c| {
+                    json!({
+                        "name": c.name,
+                        "version": c.version,
+                        "loaded": domain.contract(&c.name).map(|p| p.version.clone()),
+                    })
+                })
                 .collect(),
         ),
     );
@@ -139,6 +152,7 @@ fn reference(rt: &RefType) -> Value {
                 "lineage": k.lineage,
                 "figments": k.figments,
                 "schema": k.schema,
+                "rules": rules_json(&k.rules),
             })
         })
         .collect();
@@ -150,6 +164,7 @@ fn reference(rt: &RefType) -> Value {
         "figments": rt.figments,
         "defs": rt.defs,
         "schema": rt.schema,
+        "rules": rules_json(&rt.rules),
         "kinds": kinds,
         "policy": {
             "read": rt.policy.read,
@@ -158,6 +173,21 @@ fn reference(rt: &RefType) -> Value {
             "delete": rt.policy.delete,
         },
     })
+}
+
+fn rules_json(rules: &[std::sync::Arc<super::expr::Rule>]) -> Vec<Value> {
+    rules
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "expr": r.expr.source,
+                "message": r.message,
+                "fields": r.fields,
+                "source": r.source,
+            })
+        })
+        .collect()
 }
 
 /// SHA-256 (lowercase hex) of the canonical JSON of `manifest` without `content_hash`.

@@ -16,7 +16,9 @@
 //! operations are documented in `docs/domain.md`.
 
 mod compile;
+pub mod contract;
 mod error;
+pub mod expr;
 mod load;
 pub mod manifest;
 mod names;
@@ -26,11 +28,12 @@ mod schema;
 
 use std::path::{Path, PathBuf};
 
+pub use contract::CONTRACT_FILE;
 pub use error::{DefinitionError, DefinitionErrorKind, DefinitionErrors, Location};
 pub use load::{BUNDLE_FILE, FIGMENT_FILE};
 pub use registry::{
-    Action, Bundle, ContractUse, DeclaredTrigger, Domain, Figment, Kind, Policy, RefEvent, RefType,
-    Role, Trigger, TriggerSource, Violation,
+    Action, Bundle, ContractUse, DeclaredTrigger, Domain, Figment, FigmentOperation, Kind, Policy,
+    RefEvent, RefType, Role, Trigger, TriggerSource, Violation,
 };
 
 /// Load and compile a platform's domain from `dirs`.
@@ -51,5 +54,35 @@ pub fn load(dirs: &[impl AsRef<Path>]) -> Result<Domain, DefinitionErrors> {
     match compile::compile(loaded, &mut errors) {
         Some(domain) if errors.is_empty() => Ok(domain),
         _ => Err(DefinitionErrors::new(errors)),
+    }
+}
+
+/// Load one contract package: `dir` holds (or is) its `contract.toml`.
+///
+/// # Errors
+///
+/// Every problem found in it; also when `dir` holds no contract package, or several.
+pub fn load_contract(dir: impl AsRef<Path>) -> Result<contract::ContractPackage, DefinitionErrors> {
+    let dir = dir.as_ref().to_path_buf();
+    let mut errors = Vec::new();
+    let loaded = load::load_dirs(std::slice::from_ref(&dir), &mut errors);
+    let packages = compile::compile_contracts(&loaded.contracts, &mut errors);
+    if !errors.is_empty() {
+        return Err(DefinitionErrors::new(errors));
+    }
+    let mut packages = packages.into_values().map(|(p, _)| p);
+    match (packages.next(), packages.next()) {
+        (Some(p), None) => Ok(p),
+        _ => Err(DefinitionErrors::new(vec![DefinitionError::at(
+            Location::file_start(&dir),
+            DefinitionErrorKind::InvalidValue {
+                section: contract::CONTRACT_FILE.into(),
+                message: format!(
+                    "expected exactly one contract package (a directory with `{}`) in {}",
+                    contract::CONTRACT_FILE,
+                    dir.display()
+                ),
+            },
+        )])),
     }
 }

@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::registry::{Action, Domain, RefType};
+use super::registry::{Action, Domain, FigmentOperation, RefType};
 use super::schema::DRAFT_2020_12;
 
 /// Largest `limit` a list operation accepts.
@@ -69,6 +69,8 @@ pub struct OpDef {
     pub input: Value,
     /// JSON Schema 2020-12 of the output.
     pub output: Value,
+    /// For an operation a figment adds: the handler the broker runs it with.
+    pub handler: Option<String>,
 }
 
 /// Every operation of `domain`: per repo in repo order, then the resolver operations.
@@ -81,8 +83,48 @@ pub fn definitions(domain: &Domain) -> Vec<OpDef> {
     ops
 }
 
-/// The ten operations of one reference type.
+/// The operations of one reference type: the ten generated ones, then those its figments
+/// add, by name.
 pub fn ref_operations(rt: &RefType) -> Vec<OpDef> {
+    let mut ops = generated_operations(rt);
+    ops.extend(rt.operations.iter().map(|op| figment_operation(rt, op)));
+    ops
+}
+
+/// `refs.{repo}.{name}` for an operation figment `op.figment` adds to `rt`.
+fn figment_operation(rt: &RefType, op: &FigmentOperation) -> OpDef {
+    let action = if op.mutation {
+        Action::Update
+    } else {
+        Action::Read
+    };
+    let scopes = match &op.scopes {
+        Some(list) => list.iter().map(|s| s.replace("{repo}", &rt.repo)).collect(),
+        None => rt.scopes(action).to_vec(),
+    };
+    let description = if op.description.is_empty() {
+        format!(
+            "`{}` of a `{}` reference (figment `{}`).",
+            op.name, rt.repo, op.figment
+        )
+    } else {
+        op.description.replace("{repo}", &rt.repo)
+    };
+    OpDef {
+        name: format!("refs.{}.{}", rt.repo, op.name),
+        description,
+        repo: Some(rt.repo.clone()),
+        action,
+        mutation: op.mutation,
+        scopes,
+        input: standalone(op.input.clone()),
+        output: standalone(op.output.clone()),
+        handler: Some(op.handler.clone()),
+    }
+}
+
+/// The ten operations every reference type has.
+fn generated_operations(rt: &RefType) -> Vec<OpDef> {
     let s = Shapes::new(rt);
     let repo = rt.repo.as_str();
     let op = |suffix: &str, action: Action, description: String, input: Value, output: Value| {
@@ -96,6 +138,7 @@ pub fn ref_operations(rt: &RefType) -> Vec<OpDef> {
             scopes: rt.scopes(action).to_vec(),
             input: s.doc(input),
             output: s.doc(output),
+            handler: None,
         }
     };
     let with_kind = |mut schema: Value, conditions: &[Value]| {
@@ -332,6 +375,7 @@ pub fn resolver_operations() -> Vec<OpDef> {
         scopes: Vec::new(),
         input: standalone(input),
         output: standalone(output),
+        handler: None,
     };
     let any_pointer = json!({
         "type": "string",

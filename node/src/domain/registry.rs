@@ -12,7 +12,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use super::contract::ContractPackage;
+use super::expr::{Expression, Rule, RuleFailure};
 use super::ops::OperationSpec;
 use serde_json::{Map, Value, json};
 
@@ -98,6 +101,10 @@ pub struct Figment {
     pub includes: Vec<String>,
     /// Triggers it adds to every reference type that includes it (short names).
     pub triggers: Vec<DeclaredTrigger>,
+    /// Rules every value that includes it must satisfy.
+    pub rules: Vec<Arc<Rule>>,
+    /// Operations it adds to every reference type that includes it.
+    pub operations: Vec<FigmentOperation>,
     /// For an inline figment, the bundle it is private to.
     pub bundle: Option<String>,
     /// The file that defines it.
@@ -219,6 +226,31 @@ pub struct DeclaredTrigger {
     pub description: String,
     /// The built-in events it fires on.
     pub on: Vec<RefEvent>,
+    /// The CEL condition that must also hold (`when`), if any.
+    pub when: Option<Expression>,
+}
+
+/// An operation a figment adds to every reference type that includes it
+/// (`refs.{repo}.{name}`), run by a handler registered with the broker under `handler`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FigmentOperation {
+    /// Short name (`locate`).
+    pub name: String,
+    /// The figment that declares it.
+    pub figment: String,
+    /// What it does.
+    pub description: String,
+    /// The handler the broker runs it with (`geo.locate`).
+    pub handler: String,
+    /// Whether it changes state.
+    pub mutation: bool,
+    /// The scopes it needs, with `{repo}` standing for the including repo; `None`: the
+    /// repo's read policy (update policy for a mutation).
+    pub scopes: Option<Vec<String>>,
+    /// JSON Schema of the input (a closed empty object when not declared).
+    pub input: Value,
+    /// JSON Schema of the output (anything when not declared).
+    pub output: Value,
 }
 
 /// Where a reference type's trigger comes from.
@@ -241,6 +273,8 @@ pub struct Trigger {
     pub description: String,
     /// The built-in events it fires on (a built-in trigger fires on itself).
     pub on: Vec<RefEvent>,
+    /// The CEL condition that must also hold, if any.
+    pub when: Option<Expression>,
     /// Where it comes from.
     pub source: TriggerSource,
 }
@@ -263,6 +297,9 @@ pub struct Kind {
     /// The schema of a value of this kind: an `allOf` of `$ref`s into its reference type's
     /// `defs` (base, figments, each kind of the lineage).
     pub schema: Value,
+    /// Every rule a value of this kind must satisfy: the type's, then those of each kind of
+    /// the lineage and of the figments they include.
+    pub rules: Vec<Arc<Rule>>,
     pub(crate) validator: jsonschema::Validator,
 }
 
@@ -295,6 +332,11 @@ pub struct RefType {
     pub policy: Policy,
     /// Triggers it emits: the five built-ins first, then declared ones by name.
     pub triggers: Vec<Trigger>,
+    /// Rules every value (of no kind) must satisfy: its own and its figments'. Values of a
+    /// kind satisfy [`Kind::rules`].
+    pub rules: Vec<Arc<Rule>>,
+    /// Operations its figments add, by name.
+    pub operations: Vec<FigmentOperation>,
     pub(crate) validator: jsonschema::Validator,
 }
 
@@ -361,6 +403,20 @@ impl RefType {
             .collect())
     }
 
+    /// The rules a value of `kind` (or of no kind) must satisfy; empty for an unknown kind.
+    pub fn rules_for(&self, kind: Option<&str>) -> &[Arc<Rule>] {
+        match kind {
+            None => &self.rules,
+            Some(k) => self.kinds.get(k).map_or(&[], |k| &k.rules),
+        }
+    }
+
+    /// Check a value that matches its schema against the rules of `kind`: the rules it
+    /// breaks (see [`super::expr::check_rules`]).
+    pub fn check_rules(&self, kind: Option<&str>, value: &Value) -> Vec<RuleFailure> {
+        super::expr::check_rules(self.rules_for(kind), value)
+    }
+
     fn unknown_kind(&self, kind: &str) -> Violation {
         let known: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
         let message = if known.is_empty() {
@@ -415,6 +471,7 @@ pub struct Domain {
     /// Namespace → index into `bundles`.
     pub(crate) namespaces: BTreeMap<String, usize>,
     pub(crate) figments: BTreeMap<String, Figment>,
+    pub(crate) contracts: BTreeMap<String, ContractPackage>,
     pub(crate) operations: Vec<OperationSpec>,
     pub(crate) op_index: HashMap<String, usize>,
 }
@@ -471,6 +528,16 @@ impl Domain {
     /// The figment named `name`.
     pub fn figment(&self, name: &str) -> Option<&Figment> {
         self.figments.get(name)
+    }
+
+    /// Every contract package loaded, by name.
+    pub fn contracts(&self) -> impl ExactSizeIterator<Item = &ContractPackage> {
+        self.contracts.values()
+    }
+
+    /// The contract package named `name`.
+    pub fn contract(&self, name: &str) -> Option<&ContractPackage> {
+        self.contracts.get(name)
     }
 
     /// Every generated operation: per repo in repo order, then the resolver operations.

@@ -223,6 +223,56 @@ pub(crate) fn check_fragment(schema: &Value) -> Vec<SchemaFault> {
             ));
         }
     }
+    meta_and_compile(schema, &mut faults);
+    faults
+}
+
+/// Check a DTO schema (a contract type, a figment operation's input or output) on its own:
+/// JSON Schema 2020-12, valid against the meta-schema, without `$id`, compilable. It may
+/// describe any JSON value.
+pub(crate) fn check_dto(schema: &Value) -> Vec<SchemaFault> {
+    let mut faults = Vec::new();
+    if let Some(obj) = schema.as_object() {
+        if let Some(declared) = obj.get("$schema")
+            && declared.as_str() != Some(DRAFT_2020_12)
+        {
+            faults.push((
+                "/$schema".into(),
+                format!("BVER compiles JSON Schema 2020-12 ({DRAFT_2020_12}), not {declared}"),
+            ));
+        }
+        if obj.contains_key("$id") {
+            faults.push((
+                "/$id".into(),
+                "BVER gives every schema its own `$id`; remove this one".into(),
+            ));
+        }
+    } else if !schema.is_boolean() {
+        faults.push((
+            String::new(),
+            "a schema is a JSON object or a boolean".into(),
+        ));
+        return faults;
+    }
+    meta_and_compile(schema, &mut faults);
+    faults
+}
+
+/// Answers every retrieval with an empty schema, so that a fragment that refers to a contract
+/// type or another fragment compiles on its own; what a `$ref` names is checked when the
+/// fragments are put together.
+struct Deferred;
+
+impl jsonschema::Retrieve for Deferred {
+    fn retrieve(
+        &self,
+        _uri: &jsonschema::Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(json!({}))
+    }
+}
+
+fn meta_and_compile(schema: &Value, faults: &mut Vec<SchemaFault>) {
     let meta = jsonschema::draft202012::meta::validator();
     let before = faults.len();
     for e in meta.iter_errors(schema) {
@@ -231,11 +281,68 @@ pub(crate) fn check_fragment(schema: &Value) -> Vec<SchemaFault> {
         faults.push((pointer, message));
     }
     if faults.len() == before
-        && let Err(e) = jsonschema::draft202012::new(schema)
+        && let Err(e) = jsonschema::draft202012::options()
+            .with_retriever(Deferred)
+            .build(schema)
     {
         faults.push((e.instance_path().as_str().to_owned(), e.to_string()));
     }
-    faults
+}
+
+/// Every `$ref` in a schema that does not point inside it (`#...`): the JSON pointer of the
+/// `$ref` keyword and its value.
+pub(crate) fn external_refs(schema: &Value) -> Vec<(String, String)> {
+    fn walk(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(o) => {
+                for (k, x) in o {
+                    let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                    match (k.as_str(), x) {
+                        ("$ref", Value::String(r)) if !r.starts_with('#') => {
+                            out.push((here, r.clone()));
+                        }
+                        // `const`, `enum`, `default` and `examples` hold data, not schemas.
+                        ("const" | "enum" | "default" | "examples", _) => {}
+                        _ => walk(x, &here, out),
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, x) in items.iter().enumerate() {
+                    walk(x, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema, "", &mut out);
+    out
+}
+
+/// A copy of `schema` with each external `$ref` replaced by `rename(value)` (when it
+/// returns one).
+pub(crate) fn rewrite_refs(schema: &Value, rename: &dyn Fn(&str) -> Option<String>) -> Value {
+    match schema {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| {
+                    let v = match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) if !r.starts_with('#') => {
+                            rename(r).map_or_else(|| v.clone(), Value::String)
+                        }
+                        ("const" | "enum" | "default" | "examples", _) => v.clone(),
+                        _ => rewrite_refs(v, rename),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|x| rewrite_refs(x, rename)).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 /// A clearer message than the meta-schema's `anyOf` failure for a misspelt `type`.
