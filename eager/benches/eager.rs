@@ -3,7 +3,7 @@
 //! latency over loopback QUIC.
 //!
 //! Run: `cargo bench -p bver-eager --bench eager` (optionally `-- N` events, default
-//! 200,000). Prints one line per figure; recorded in `docs/PERFORMANCE.md`, "EAGER".
+//! 200,000, and `sans-io` or `quic` for one half). Prints one line per figure; recorded in `docs/PERFORMANCE.md`, "EAGER".
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -297,7 +297,13 @@ fn main() {
         )
         .expect("grant")
         .token;
-    sans_io(n, &key, &verifier, &grant);
+    let only = std::env::args().find(|a| a == "sans-io" || a == "quic");
+    if only.as_deref() != Some("quic") {
+        sans_io(n, &key, &verifier, &grant);
+    }
+    if only.as_deref() == Some("sans-io") {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -491,3 +491,112 @@ async fn a_slow_subscriber_is_throttled_not_dropped() {
     m.subscriber.close().await;
     m.publisher.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_announced_ahead_keeps_the_pins_working() {
+    let outbox = MemOutbox::new(0, 0);
+    let sites = platform("sites", 1);
+    let grid = platform("grid", 2);
+    let next = PlatformKey::from_seed(&[11; 32]).unwrap();
+    let mut pc = sites.config(any_port(), vec![grid.peer(None)]);
+    pc.next_keys = vec![next.public_key().clone()];
+    let publisher = EagerEndpoint::start(pc, sites.services(Arc::clone(&outbox))).unwrap();
+    let addr = publisher.local_addr().unwrap();
+    // `grid` pins only the current key of `sites`.
+    let subscriber = EagerEndpoint::start(
+        grid.config(any_port(), vec![sites.peer(Some(addr))]),
+        grid.services(MemOutbox::new(0, 0)),
+    )
+    .unwrap();
+    let ptr = RefPtr::parse("bver://sites/site/1").unwrap();
+    let grant = sites.grant("grid", "eager:resolve:sites");
+    subscriber
+        .resolve("sites", &ptr, &grant, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(
+        subscriber
+            .pins()
+            .fingerprints("sites")
+            .contains(&next.public_key().fingerprint())
+    );
+    // `sites` restarts with the announced key as its current key (the old one retired).
+    publisher.close().await;
+    drop(publisher);
+    let mut rotated = KeySet::new(PlatformKey::from_seed(&[1; 32]).unwrap());
+    rotated.rotate(next, bver_auth::unix_now() + 600);
+    let rotated = Arc::new(rotated);
+    let mut again = None;
+    for _ in 0..100 {
+        let mut pc = EagerConfig::new("sites", Arc::clone(&rotated), addr);
+        pc.peers = vec![grid.peer(None)];
+        match EagerEndpoint::start(pc, sites.services(Arc::clone(&outbox))) {
+            Ok(ep) => {
+                again = Some(ep);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let again = again.expect("address free again");
+    // Grants signed by the old key still verify at `sites` (retired, within its window);
+    // the TLS certificate now carries the new key, which `grid` learned from the hello.
+    let mut ok = false;
+    for _ in 0..50 {
+        match subscriber
+            .resolve("sites", &ptr, &grant, Duration::from_secs(2))
+            .await
+        {
+            Ok(_) => {
+                ok = true;
+                break;
+            }
+            Err(e) if e.code == ErrorCode::PeerUnreachable => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(ok, "the rotated platform is still accepted");
+    subscriber.close().await;
+    again.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_cuts_a_live_stream() {
+    let m = mesh(MemOutbox::new(3, 0), |c| {
+        c.grant_recheck = Duration::from_millis(50)
+    });
+    let (tx, mut rx) = mpsc::channel(64);
+    let grant = m.sites.grant("grid", "eager:subscribe:site_changes");
+    let h = m.subscriber.subscribe(
+        SubscriptionSpec::new("sites", "site_changes", grant),
+        Some(Cursor {
+            epoch: "e1".into(),
+            seq: 0,
+        }),
+        tx,
+    );
+    next_events(&mut rx, 3).await;
+    m.sites
+        .verifier
+        .revocations()
+        .revoke_issued_before("grid", bver_auth::unix_now() + 1);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+        {
+            Some(SubEvent::Failed(e)) => {
+                assert_eq!(e.code, ErrorCode::Unauthenticated, "{e:?}");
+                break;
+            }
+            Some(SubEvent::Event(d)) => panic!("event {} after revocation", d.event.seq),
+            Some(_) => {}
+            None => panic!("the subscription ended without reporting"),
+        }
+    }
+    h.stop();
+    m.subscriber.close().await;
+    m.publisher.close().await;
+}

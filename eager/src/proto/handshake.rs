@@ -12,8 +12,9 @@ use crate::sign::{PeerKeys, sign_bytes, verify_bytes};
 use crate::wire::{AnnouncedKey, Bytes, Hello, KeyAnnouncement, Message, PROTOCOL_VERSION};
 
 /// The `hello` of `platform`: its protocol versions and its keys (current first, then the
-/// retired ones still verifying at `now_unix`), signed by the current key.
-pub fn hello(platform: &str, keys: &KeySet, now_unix: u64) -> Message {
+/// retired ones still verifying at `now_unix`, then `next`: keys announced ahead of a
+/// rotation), signed by the current key.
+pub fn hello(platform: &str, keys: &KeySet, next: &[PublicKey], now_unix: u64) -> Message {
     let announcement = KeyAnnouncement {
         platform: platform.to_owned(),
         issued_at: now_unix,
@@ -24,6 +25,10 @@ pub fn hello(platform: &str, keys: &KeySet, now_unix: u64) -> Message {
                 key: Bytes(k.as_bytes().to_vec()),
                 valid_until: until,
             })
+            .chain(next.iter().map(|k| AnnouncedKey {
+                key: Bytes(k.as_bytes().to_vec()),
+                valid_until: None,
+            }))
             .collect(),
     };
     let mut bytes = Vec::new();
@@ -116,12 +121,17 @@ mod tests {
         let old = set.current().public_key().clone();
         set.rotate(PlatformKey::from_seed(&[2; 32]).unwrap(), 1_000);
         let new = set.current().public_key().clone();
-        let Message::Hello(h) = hello("sites", &set, 10) else {
+        let ahead = PlatformKey::from_seed(&[3; 32])
+            .unwrap()
+            .public_key()
+            .clone();
+        let Message::Hello(h) = hello("sites", &set, std::slice::from_ref(&ahead), 10) else {
             panic!()
         };
         let keys = check_hello(&h, "sites", &new, 10).unwrap();
         assert!(keys.has_fingerprint(&old.fingerprint()));
         assert!(keys.has_fingerprint(&new.fingerprint()));
+        assert!(keys.has_fingerprint(&ahead.fingerprint()));
         // Signed by a key the certificate did not present: refused.
         let e = check_hello(&h, "sites", &old, 10).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadSignature);

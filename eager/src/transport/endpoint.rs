@@ -63,6 +63,10 @@ pub struct EagerConfig {
     pub reconnect_max: Duration,
     /// How long to wait for a connection and its `hello`.
     pub connect_timeout: Duration,
+    /// Keys announced to peers ahead of a rotation (signed by the current key in `hello`):
+    /// peers pin them, so that the endpoint can later restart with one of them as its
+    /// current key without breaking the pins.
+    pub next_keys: Vec<PublicKey>,
     /// Tests only: sign batches with this key instead of the current key, to play a
     /// publisher whose batches do not verify.
     #[doc(hidden)]
@@ -84,6 +88,7 @@ impl EagerConfig {
             reconnect_base: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            next_keys: Vec::new(),
             forge_batches_with: None,
         }
     }
@@ -214,6 +219,12 @@ impl EagerEndpoint {
     /// The bound address.
     pub fn local_addr(&self) -> Result<SocketAddr, BverError> {
         self.inner.endpoint.local_addr().map_err(io_error)
+    }
+
+    /// The pinned fingerprints of every peer, including the keys peers announced; the node
+    /// persists them (with the peer configuration) so that pins survive a restart.
+    pub fn pins(&self) -> &PeerPins {
+        &self.inner.pins
     }
 
     /// This platform's id.
@@ -469,7 +480,12 @@ async fn connect(inner: &Arc<Inner>, peer: &str) -> Result<PeerConn, BverError> 
             .open_bi()
             .await
             .map_err(|e| unreachable_peer(peer, e))?;
-        let ours = hello(&inner.config.platform, &inner.config.keys, unix_now());
+        let ours = hello(
+            &inner.config.platform,
+            &inner.config.keys,
+            &inner.config.next_keys,
+            unix_now(),
+        );
         send.write_all(&encode(&ours))
             .await
             .map_err(|e| unreachable_peer(peer, e))?;
@@ -559,7 +575,12 @@ async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
             };
             match checked {
                 Ok(keys) => {
-                    let ours = hello(&inner.config.platform, &inner.config.keys, unix_now());
+                    let ours = hello(
+                        &inner.config.platform,
+                        &inner.config.keys,
+                        &inner.config.next_keys,
+                        unix_now(),
+                    );
                     if send.write_all(&encode(&ours)).await.is_err() {
                         return;
                     }

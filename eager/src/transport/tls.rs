@@ -90,6 +90,21 @@ impl PeerPins {
             .is_ok_and(|m| m.get(platform).is_some_and(|s| s.contains(fingerprint)))
     }
 
+    /// The fingerprints pinned for `platform` (configured and announced), sorted.
+    pub fn fingerprints(&self, platform: &str) -> Vec<[u8; 32]> {
+        let mut v: Vec<[u8; 32]> = self
+            .inner
+            .read()
+            .map(|m| {
+                m.get(platform)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     /// The peer `fingerprint` is pinned for.
     pub fn platform_of(&self, fingerprint: &[u8; 32]) -> Option<String> {
         let map = self.inner.read().ok()?;
