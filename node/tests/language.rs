@@ -398,6 +398,71 @@ both_backends! {
         assert!(!visible.contains(&"refs.site.locate".to_owned()));
     }
 
+    async fn a_named_trigger_fires_exactly_when_its_condition_holds(db) {
+        let b = broker(&db).await;
+        let p = admin();
+        // The outbox after `seq`: (trigger, id, version) of each event, in order.
+        let events = |after: u64| {
+            let store = b.store().clone();
+            async move {
+                store.events_after(after, 1000).await.expect("events").into_iter()
+                    .map(|e| (e.seq, e.trigger, e.key.id, e.version))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let mut low = substation();
+        low["voltage_kv"] = json!(33);
+        ok(&b, &p, "refs.site.create", json!({"id": "s1", "kind": "power.substation", "value": low})).await;
+        let created = events(0).await;
+        // Created: the built-in event and the unconditional `changed`; `voltage_raised`
+        // listens to updates only.
+        let names: Vec<&str> = created.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(names, ["refs.site.created", "refs.site.changed"]);
+        let seqs: Vec<u64> = created.iter().map(|e| e.0).collect();
+        assert_eq!(seqs, [1, 2], "each firing has its own sequence number");
+        // An unrelated change: no voltage_raised.
+        ok(&b, &p, "refs.site.patch", json!({"id": "s1", "merge": {"name": "North Yard"}})).await;
+        let after = events(2).await;
+        let names: Vec<&str> = after.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(names, ["refs.site.updated", "refs.site.changed"]);
+        // The voltage rises to 132 kV: it fires, for that version.
+        ok(&b, &p, "refs.site.patch", json!({"id": "s1", "merge": {"voltage_kv": 132}})).await;
+        let after = events(4).await;
+        let got: Vec<(&str, u64)> = after.iter().map(|e| (e.1.as_str(), e.3)).collect();
+        assert_eq!(got, [("refs.site.updated", 3), ("refs.site.changed", 3), ("refs.site.voltage_raised", 3)]);
+        assert!(after.iter().all(|e| e.2 == "s1"));
+        // Another update that keeps 132 kV: the condition needs a change, so no firing.
+        ok(&b, &p, "refs.site.patch", json!({"id": "s1", "merge": {"status": "decommissioned"}})).await;
+        // Down to 66 kV: a change, but below 110: no firing.
+        ok(&b, &p, "refs.site.patch", json!({"id": "s1", "merge": {"voltage_kv": 66}})).await;
+        let after = events(7).await;
+        assert!(after.iter().all(|e| e.1 != "refs.site.voltage_raised"), "{after:?}");
+        assert_eq!(after.len(), 4);
+        // A rejected write fires nothing and writes no event.
+        err(&b, &p, "refs.site.patch", json!({"id": "s1", "merge": {"voltage_kv": 400, "max_load_mva": 1000}})).await;
+        assert!(events(11).await.is_empty());
+        // Several writes in one batch: dense sequence numbers, every firing recorded.
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let b = b.clone();
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut v = substation();
+                v["voltage_kv"] = json!(33);
+                b.invoke(&p, Call::new("refs.site.create", json!({"id": format!("b{i}"), "kind": "power.substation", "value": v}))).await.expect("create");
+                b.invoke(&p, Call::new("refs.site.patch", json!({"id": format!("b{i}"), "merge": {"voltage_kv": 220}}))).await.expect("patch")
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let all = events(0).await;
+        let seqs: Vec<u64> = all.iter().map(|e| e.0).collect();
+        assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>(), "gapless");
+        let raised = all.iter().filter(|e| e.1 == "refs.site.voltage_raised").count();
+        assert_eq!(raised, 1 + 20);
+    }
+
     async fn a_missing_handler_fails_when_the_broker_is_built(db) {
         let store = db.open().await;
         let e = Broker::with_handlers(

@@ -10,10 +10,13 @@ use bver_resolver::Listed;
 use serde_json::{Value, json};
 
 use super::{Call, Compiled, Inner, Verb};
+use crate::domain::expr::{EventView, check_conditions};
 use crate::domain::manifest::canonical;
 use crate::domain::ops::DEFAULT_PAGE;
+use crate::domain::{RefEvent, TriggerSource};
 use crate::store::{
-    Change, Committed, Current, Idempotency, Mutation, Provenance, RefKey, Validator, VersionRow,
+    Change, ChangeType, Committed, Current, Idempotency, Mutation, Provenance, RefKey,
+    TriggerEvent, TriggerHook, Validator, VersionRow,
 };
 
 /// RFC 3339 UTC with milliseconds, from unix milliseconds.
@@ -149,6 +152,70 @@ fn validator(inner: &Inner, repo: &str) -> Validator {
         )
         .with_details(json!({ "repo": repo, "kind": kind, "violations": list })))
     })
+}
+
+/// The trigger hook of a reference type: the named triggers (declared, or added by a
+/// figment) a committed mutation fires, given their events and `when` conditions. `None`
+/// when the type declares none. A condition that cannot be evaluated does not fire (logged).
+fn trigger_hook(inner: &Inner, repo: &str) -> Option<TriggerHook> {
+    let rt = inner.domain.ref_type(repo)?;
+    if rt
+        .triggers
+        .iter()
+        .all(|t| t.source == TriggerSource::BuiltIn)
+    {
+        return None;
+    }
+    let domain = inner.domain.clone();
+    let repo = repo.to_owned();
+    Some(Arc::new(move |e: &TriggerEvent<'_>| {
+        let Some(rt) = domain.ref_type(&repo) else {
+            return Vec::new();
+        };
+        let event = match e.change {
+            ChangeType::Created => RefEvent::Created,
+            ChangeType::Updated => RefEvent::Updated,
+            ChangeType::Deleted => RefEvent::Deleted,
+            ChangeType::KindChanged => RefEvent::KindChanged,
+            ChangeType::Restored => RefEvent::Restored,
+        };
+        let candidates: Vec<_> = rt
+            .triggers
+            .iter()
+            .filter(|t| t.source != TriggerSource::BuiltIn && t.on.contains(&event))
+            .collect();
+        let view = EventView {
+            event: event.as_str(),
+            repo: &repo,
+            id: &e.key.id,
+            kind: e.kind,
+            old_kind: e.old_kind,
+            old: e.old,
+            new: e.new,
+            diff: e.diff,
+            principal: e.principal,
+        };
+        let conditions: Vec<_> = candidates.iter().filter_map(|t| t.when.as_ref()).collect();
+        let mut results = check_conditions(conditions, &view).into_iter();
+        let mut fired = Vec::new();
+        for t in candidates {
+            let holds = match &t.when {
+                None => true,
+                Some(_) => match results.next() {
+                    Some(Ok(b)) => b,
+                    Some(Err(reason)) => {
+                        tracing::warn!(trigger = %t.name, pointer = %e.key, %reason, "trigger condition could not be evaluated; not fired");
+                        false
+                    }
+                    None => false,
+                },
+            };
+            if holds {
+                fired.push(t.name.clone());
+            }
+        }
+        fired
+    }))
 }
 
 pub(crate) async fn execute(
@@ -336,6 +403,7 @@ async fn mutate(
     );
     m.expected_version = u64_field(input, "expected_version");
     m.validator = Some(validator(inner, repo));
+    m.triggers = trigger_hook(inner, repo);
     if let Some(k) = &call.idempotency_key {
         let digest = ring::digest::digest(
             &ring::digest::SHA256,

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use types::{
     Change, ChangeType, Committed, Current, Idempotency, Mutation, OutboxEvent, Page, Provenance,
-    RefKey, Validator, VersionRow,
+    RefKey, TriggerEvent, TriggerHook, Validator, VersionRow,
 };
 
 use cache::ReadCache;

@@ -148,6 +148,32 @@ pub struct Provenance {
 /// applied to the current value and before anything is written.
 pub type Validator = Arc<dyn Fn(Option<&str>, &Value) -> Result<(), BverError> + Send + Sync>;
 
+/// What a trigger hook sees of one mutation, planned inside the write transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct TriggerEvent<'a> {
+    /// Which reference.
+    pub key: &'a RefKey,
+    /// The built-in event (`updated`, ...).
+    pub change: ChangeType,
+    /// The kind before the change.
+    pub old_kind: Option<&'a str>,
+    /// The value before the change (`null` for a create).
+    pub old: &'a Value,
+    /// The kind after the change.
+    pub kind: Option<&'a str>,
+    /// The value after the change (`null` for a delete).
+    pub new: &'a Value,
+    /// RFC 6902 diff from `old` to `new`.
+    pub diff: &'a Value,
+    /// Who made the change.
+    pub principal: &'a str,
+}
+
+/// Decides which named triggers a mutation fires (full names, `refs.site.voltage_raised`).
+/// Called by the writer for each mutation it commits, inside the same transaction; each
+/// name becomes an outbox event of its own, with its own sequence number.
+pub type TriggerHook = Arc<dyn Fn(&TriggerEvent<'_>) -> Vec<String> + Send + Sync>;
+
 /// An idempotency key and the fingerprint of the request it was first used with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Idempotency {
@@ -173,6 +199,8 @@ pub struct Mutation {
     pub idempotency: Option<Idempotency>,
     /// Optional validation of the resulting value.
     pub validator: Option<Validator>,
+    /// Optional named triggers to evaluate when the mutation commits.
+    pub triggers: Option<TriggerHook>,
 }
 
 impl fmt::Debug for Mutation {
@@ -197,6 +225,7 @@ impl Mutation {
             provenance,
             idempotency: None,
             validator: None,
+            triggers: None,
         }
     }
 }

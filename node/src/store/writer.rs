@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cache::ReadCache;
 use super::sql::{self, Arg, Dialect, Statements, Stmt, bind_all, chunks, i64_of};
-use super::types::{Change, ChangeType, Committed, Current, Mutation, RefKey};
+use super::types::{Change, ChangeType, Committed, Current, Mutation, RefKey, TriggerEvent};
 use super::{Backend, storage_error};
 
 /// A mutation waiting for the writer, with the channel its answer goes back on.
@@ -215,6 +215,8 @@ struct Planned {
     operation: String,
     request_id: String,
     idempotency: Option<(String, String)>,
+    /// Named triggers the mutation fires (each one more outbox event after the built-in one).
+    fired: Vec<String>,
 }
 
 /// Compute the batch in memory: for each mutation, its new state or its error.
@@ -285,6 +287,18 @@ fn plan(
                         (next.kind.clone(), next.value.clone(), next.deleted),
                     );
                 }
+                let fired = m.triggers.as_ref().map_or_else(Vec::new, |hook| {
+                    hook(&TriggerEvent {
+                        key: &m.key,
+                        change: next.change,
+                        old_kind: cur.and_then(|c| c.kind.as_deref()),
+                        old: old_value,
+                        kind: committed.kind.as_deref(),
+                        new: &committed.value,
+                        diff: &committed.diff,
+                        principal: &m.provenance.principal,
+                    })
+                });
                 let created_at = cur.map(|c| c.created_at).unwrap_or(now);
                 current.insert(
                     m.key.clone(),
@@ -318,6 +332,7 @@ fn plan(
                     operation: m.provenance.operation.clone(),
                     request_id: m.provenance.request_id.clone(),
                     idempotency,
+                    fired,
                 });
             }
         }
@@ -537,6 +552,23 @@ fn event_args(p: &Planned, epoch: &Arc<str>) -> [Arg; 14] {
     ]
 }
 
+/// The outbox events of the named triggers the batch fires, numbered from `first`, in the
+/// order of their mutations.
+fn firing_args(planned: &[Planned], epoch: &Arc<str>, first: i64) -> Vec<Arg> {
+    let mut seq = first;
+    let mut out = Vec::new();
+    for p in planned {
+        for name in &p.fired {
+            let mut args = event_args(p, epoch);
+            args[0] = Arg::Int(seq);
+            args[2] = Arg::Text(name.clone());
+            out.extend(args);
+            seq += 1;
+        }
+    }
+    out
+}
+
 /// `n` NULL arguments: the padding rows of a padded statement.
 fn nulls(n: usize) -> impl Iterator<Item = Arg> {
     std::iter::repeat_n(Arg::OptText(None), n)
@@ -695,6 +727,8 @@ macro_rules! commit_in {
             };
             let epoch: Arc<str> = Arc::from($epoch.as_str());
             let n = planned.len() as i64;
+            // Named trigger firings: one more event each, numbered after the built-in ones.
+            let fired = planned.iter().map(|p| p.fired.len()).sum::<usize>();
 
             if sqlite {
                 // 5. Sequence numbers from the counter read in step 2, then one statement per
@@ -723,6 +757,20 @@ macro_rules! commit_in {
                     bind_all!(sqlx::query(stmts.get(Stmt::SqliteWrite, size)), args).execute(&mut *$tx).await?;
                 }
                 last_seq = Some((first - 1 + n) as u64);
+                if fired > 0 {
+                    let args = firing_args(&planned, &epoch, first + n);
+                    let mut offset = 0;
+                    for size in chunks(fired) {
+                        let part = &args[offset * 14..(offset + size) * 14];
+                        offset += size;
+                        bind_all!(sqlx::query(stmts.get(Stmt::InsertEvents, size)), part.iter().cloned())
+                            .execute(&mut *$tx)
+                            .await?;
+                    }
+                    let last = first - 1 + n + fired as i64;
+                    sqlx::query("UPDATE bver_outbox_seq SET value = $1 WHERE id = 1").bind(last).execute(&mut *$tx).await?;
+                    last_seq = Some(last as u64);
+                }
             } else {
                 // 5. New current rows.
                 let mut offset = 0;
@@ -744,11 +792,11 @@ macro_rules! commit_in {
 
                 // 7. Outbox sequence numbers: the counter row is taken last (see the module docs).
                 let last: i64 = sqlx::query("UPDATE bver_outbox_seq SET value = value + $1 WHERE id = 1 RETURNING value")
-                    .bind(n)
+                    .bind(n + fired as i64)
                     .fetch_one(&mut *$tx)
                     .await?
                     .try_get(0)?;
-                let first = last - n + 1;
+                let first = last - n - fired as i64 + 1;
                 for (i, p) in planned.iter_mut().enumerate() {
                     p.committed.seq = (first + i as i64) as u64;
                 }
@@ -761,6 +809,17 @@ macro_rules! commit_in {
                     offset += size;
                     let args = part.iter().flat_map(|p| event_args(p, &epoch));
                     bind_all!(sqlx::query(stmts.get(Stmt::InsertEvents, size)), args).execute(&mut *$tx).await?;
+                }
+                if fired > 0 {
+                    let args = firing_args(&planned, &epoch, first + n);
+                    let mut offset = 0;
+                    for size in chunks(fired) {
+                        let part = &args[offset * 14..(offset + size) * 14];
+                        offset += size;
+                        bind_all!(sqlx::query(stmts.get(Stmt::InsertEvents, size)), part.iter().cloned())
+                            .execute(&mut *$tx)
+                            .await?;
+                    }
                 }
             }
 
