@@ -257,18 +257,22 @@ async fn quic(n: u64) {
     );
 
     // Bulk replay.
-    let (tx, mut rx) = mpsc::channel(8192);
+    let (tx, mut rx) = mpsc::channel(16);
     let mut spec = SubscriptionSpec::new("sites", "c", grant.clone());
     spec.start = Start::Oldest;
     let started = Instant::now();
     let h = subscriber.subscribe(spec, None, tx);
     let mut delivered = 0u64;
     while delivered < n {
-        match rx.recv().await {
-            Some(SubEvent::Event(_)) => delivered += 1,
-            Some(SubEvent::Failed(e)) => panic!("{e:?}"),
-            Some(_) => {}
-            None => panic!("subscription ended"),
+        let Some(batch) = rx.recv().await else {
+            panic!("subscription ended")
+        };
+        for ev in batch {
+            match ev {
+                SubEvent::Event(_) => delivered += 1,
+                SubEvent::Failed(e) => panic!("{e:?}"),
+                _ => {}
+            }
         }
     }
     let secs = started.elapsed().as_secs_f64();

@@ -225,25 +225,40 @@ fn mesh(outbox: Arc<MemOutbox>, tweak: impl FnOnce(&mut EagerConfig)) -> Mesh {
     }
 }
 
-async fn next_events(rx: &mut mpsc::Receiver<SubEvent>, n: usize) -> Vec<SubEvent> {
+/// Receive until `n` events arrived (whole frames: possibly more).
+async fn next_events(rx: &mut mpsc::Receiver<Vec<SubEvent>>, n: usize) -> Vec<SubEvent> {
     let mut out = Vec::new();
-    while out
-        .iter()
-        .filter(|e| matches!(e, SubEvent::Event(_)))
-        .count()
-        < n
-    {
+    let mut count = 0;
+    while count < n {
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some(e)) => {
-                if let SubEvent::Failed(e) = &e {
-                    panic!("subscription failed: {e:?}");
+            Ok(Some(batch)) => {
+                for e in batch {
+                    if let SubEvent::Failed(e) = &e {
+                        panic!("subscription failed: {e:?}");
+                    }
+                    count += usize::from(matches!(e, SubEvent::Event(_)));
+                    out.push(e)
                 }
-                out.push(e)
             }
             other => panic!("no event in time: {other:?}"),
         }
     }
     out
+}
+
+/// The next single event (flattening frames).
+async fn next_one(
+    rx: &mut mpsc::Receiver<Vec<SubEvent>>,
+    pending: &mut Vec<SubEvent>,
+) -> Option<SubEvent> {
+    while pending.is_empty() {
+        let mut batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event in time")?;
+        batch.reverse();
+        *pending = batch;
+    }
+    pending.pop()
 }
 
 fn seqs(events: &[SubEvent]) -> Vec<u64> {
@@ -396,12 +411,9 @@ async fn forged_batches_are_dropped_and_reported() {
         tx,
     );
     let mut rejected = 0;
+    let mut pending = Vec::new();
     while rejected == 0 {
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
+        match next_one(&mut rx, &mut pending).await.unwrap() {
             SubEvent::Event(d) => panic!("forged event {} delivered", d.event.seq),
             SubEvent::Rejected { error, .. } => {
                 assert_eq!(error.code, ErrorCode::BadSignature);
@@ -462,8 +474,11 @@ async fn remote_resolve_with_and_without_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_is_throttled_not_dropped() {
     const N: u64 = 20_000;
-    let m = mesh(MemOutbox::new(N, 1000), |c| c.publisher.read_limit = 256);
-    let (tx, mut rx) = mpsc::channel(16);
+    let m = mesh(MemOutbox::new(N, 1000), |c| {
+        c.publisher.read_limit = 256;
+        c.publisher.max_batch = 64;
+    });
+    let (tx, mut rx) = mpsc::channel(1);
     let grant = m.sites.grant("grid", "eager:subscribe:site_changes");
     let h = m.subscriber.subscribe(
         SubscriptionSpec::new("sites", "site_changes", grant),
@@ -482,7 +497,8 @@ async fn a_slow_subscriber_is_throttled_not_dropped() {
         read < N / 2,
         "the publisher read {read} of {N} events while the subscriber stalled"
     );
-    let rest = next_events(&mut rx, (N - 100) as usize).await;
+    let got = seqs(&first).len();
+    let rest = next_events(&mut rx, N as usize - got).await;
     let mut all = seqs(&first);
     all.extend(seqs(&rest));
     assert_eq!(all.len() as u64, N);
@@ -582,11 +598,9 @@ async fn a_revoked_grant_cuts_a_live_stream() {
         .verifier
         .revocations()
         .revoke_issued_before("grid", bver_auth::unix_now() + 1);
+    let mut pending = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-        {
+        match next_one(&mut rx, &mut pending).await {
             Some(SubEvent::Failed(e)) => {
                 assert_eq!(e.code, ErrorCode::Unauthenticated, "{e:?}");
                 break;

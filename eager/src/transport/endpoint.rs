@@ -303,14 +303,16 @@ impl EagerEndpoint {
     }
 
     /// Run a subscription until it fails for good or the returned handle is dropped or
-    /// stopped: connect, subscribe from `cursor`, pass every [`SubEvent`] into `sink`
-    /// (bounded: a full channel throttles the publisher), reconnect with backoff and jitter
-    /// after a retryable failure, resuming after the last delivered event.
+    /// stopped: connect, subscribe from `cursor`, pass the [`SubEvent`]s of each received
+    /// frame (a batch: apply it, with the cursor, in one transaction) into `sink`, in
+    /// order (bounded: a full channel throttles the publisher), reconnect with backoff and
+    /// jitter after a retryable failure, resuming after the last delivered event. A
+    /// non-retryable failure is sent as a last `[SubEvent::Failed]`.
     pub fn subscribe(
         &self,
         spec: SubscriptionSpec,
         cursor: Option<Cursor>,
-        sink: mpsc::Sender<SubEvent>,
+        sink: mpsc::Sender<Vec<SubEvent>>,
     ) -> SubscriptionHandle {
         let (cursor_tx, cursor_rx) = watch::channel(cursor);
         let this = self.clone();
@@ -324,7 +326,7 @@ impl EagerEndpoint {
     async fn run_subscription(
         self,
         spec: SubscriptionSpec,
-        sink: mpsc::Sender<SubEvent>,
+        sink: mpsc::Sender<Vec<SubEvent>>,
         cursor: watch::Sender<Option<Cursor>>,
     ) {
         let cfg = &self.inner.config;
@@ -339,7 +341,7 @@ impl EagerEndpoint {
             match result {
                 Err(e) if !e.retryable => {
                     tracing::warn!(peer = %spec.peer, channel = %spec.channel, code = %e.code, "subscription stopped: {}", e.message);
-                    let _ = sink.send(SubEvent::Failed(e)).await;
+                    let _ = sink.send(vec![SubEvent::Failed(e)]).await;
                     return;
                 }
                 Err(e) => {
@@ -357,7 +359,7 @@ impl EagerEndpoint {
     async fn subscription_attempt(
         &self,
         spec: &SubscriptionSpec,
-        sink: &mpsc::Sender<SubEvent>,
+        sink: &mpsc::Sender<Vec<SubEvent>>,
         cursor: &watch::Sender<Option<Cursor>>,
         backoff: &mut Backoff,
     ) -> Result<(), BverError> {
@@ -382,18 +384,27 @@ impl EagerEndpoint {
                     }
                 };
                 sub.handle_message(msg, unix_now());
+                let mut events = Vec::new();
+                let mut failed = None;
                 while let Some(ev) = sub.poll_event() {
                     match ev {
-                        SubEvent::Failed(e) => return Err(e),
+                        SubEvent::Failed(e) => failed = Some(e),
                         SubEvent::Subscribed { .. } => {
                             backoff.reset();
-                            sink.send(ev).await.map_err(|_| io_error("handler gone"))?;
+                            events.push(ev);
                         }
-                        ev => {
-                            sink.send(ev).await.map_err(|_| io_error("handler gone"))?;
-                            cursor.send_replace(sub.cursor().cloned());
-                        }
+                        ev => events.push(ev),
                     }
+                }
+                if !events.is_empty() {
+                    // The cursor moves first: a reconnect resumes after what the sink got.
+                    cursor.send_replace(sub.cursor().cloned());
+                    sink.send(events)
+                        .await
+                        .map_err(|_| io_error("handler gone"))?;
+                }
+                if let Some(e) = failed {
+                    return Err(e);
                 }
             }
             match recv.read(&mut buf).await.map_err(io_error)? {
@@ -425,7 +436,7 @@ pub struct SubscriptionHandle {
 }
 
 impl SubscriptionHandle {
-    /// The cursor after the last event passed to the sink.
+    /// The cursor after the last event passed (or being passed) to the sink.
     pub fn cursor(&self) -> Option<Cursor> {
         self.cursor.borrow().clone()
     }
