@@ -183,6 +183,10 @@ both_backends! {
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(etag(&res), "\"6\"");
         problem(n.send(Method::GET, "/v1/refs/sites/site/nth-014", &t, None).await, StatusCode::NOT_FOUND, "not_found").await;
+        // The tombstone version has no value (404); the versions before it stay readable.
+        let p = problem(n.send(Method::GET, "/v1/refs/sites/site/nth-014/versions/6", &t, None).await, StatusCode::NOT_FOUND, "not_found").await;
+        assert_eq!(p["details"]["deleted"], true);
+        assert_eq!(n.send(Method::GET, "/v1/refs/sites/site/nth-014/versions/5", &t, None).await.status(), StatusCode::OK);
         let res = n.send(Method::POST, "/v1/refs/sites/site/nth-014/restore", &t, Some(json!({"version": 4}))).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(etag(&res), "\"7\"");

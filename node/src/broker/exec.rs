@@ -265,6 +265,17 @@ pub(crate) async fn execute(
                         ))
                         .with_details(json!({ "version": v, "current_version": current.version }))
                     })?;
+                    if row.deleted {
+                        // A tombstone has no value: reading it is "not found", like reading
+                        // a deleted reference, with the way back in the details.
+                        return Err(read(&format!("was deleted at version {v}")).with_details(
+                            json!({
+                                "deleted": true,
+                                "version": v,
+                                "hint": "read an earlier version, or restore one"
+                            }),
+                        ));
+                    }
                     Ok(envelope_of_version(&row, current.created_at))
                 }
             }

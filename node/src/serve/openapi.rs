@@ -15,9 +15,9 @@ use crate::domain::Domain;
 use crate::domain::ops::OperationSpec;
 
 /// Error statuses every authenticated route may answer.
-const COMMON_ERRORS: [&str; 7] = ["400", "401", "403", "404", "413", "429", "503"];
+const COMMON_ERRORS: [&str; 8] = ["400", "401", "403", "404", "413", "422", "429", "503"];
 /// Additional statuses of mutations.
-const MUTATION_ERRORS: [&str; 3] = ["409", "412", "422"];
+const MUTATION_ERRORS: [&str; 2] = ["409", "412"];
 
 fn component_name(id: &str) -> String {
     id.chars()
@@ -186,7 +186,7 @@ fn response_components() -> Value {
         "412" => "The reference's version is not the one stated (If-Match / expected_version).",
         "413" => "Request body too large.",
         "415" => "Unsupported patch media type.",
-        "422" => "The value does not validate against its schema or rules.",
+        "422" => "The input or the resulting value does not validate against its schema or rules.",
         "429" => "Over the caller's rate limit; see Retry-After.",
         "503" => "Not ready, draining, or storage unreachable; see Retry-After.",
         _ => "Error.",
@@ -639,7 +639,7 @@ pub fn document(domain: &Domain, platform_id: &str) -> Value {
                     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
                     "description": "Repeat a mutation safely: the same key and body return the first answer."},
                 "IfMatch": {"name": "If-Match", "in": "header", "required": false,
-                    "schema": {"type": "string", "pattern": "^(\\*|\"[0-9]+\")$"},
+                    "schema": {"type": "string", "pattern": "^(\\*|\"[1-9][0-9]{0,17}\")$"},
                     "description": "The version the change expects, as an entity tag (\"3\"); 412 when it is not current."},
                 "IfNoneMatch": {"name": "If-None-Match", "in": "header", "required": false,
                     "schema": {"type": "string"},
