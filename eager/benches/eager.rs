@@ -22,6 +22,22 @@ use tokio::sync::{mpsc, watch};
 
 const NOW: u64 = 1_700_000_000;
 
+/// CPU seconds used by this process (user + system, from `/proc/self/stat`, 100 ticks/s),
+/// so that figures on a shared machine can be read per CPU-second too.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command name: state is field 0, utime field 11, stime field 12.
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn event(seq: u64) -> EventEnvelope {
     EventEnvelope {
         origin: "sites".into(),
@@ -117,6 +133,7 @@ fn sans_io(n: u64, key: &PlatformKey, verifier: &Verifier, grant: &str) {
     );
     let mut publisher = Publisher::new(PublisherConfig::new("sites"), "grid");
     let started = Instant::now();
+    let cpu0 = cpu_secs();
     let mut bytes = Vec::new();
     sub.poll_transmit(&mut bytes);
     let mut d = FrameDecoder::new(1 << 22);
@@ -158,10 +175,12 @@ fn sans_io(n: u64, key: &PlatformKey, verifier: &Verifier, grant: &str) {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
     assert_eq!(delivered, n);
     println!(
-        "sans-io: {n} signed events (sign, encode, decode, verify, dedupe) in {secs:.3} s = {:.0} events/s, {:.0} bytes/event on the wire",
+        "sans-io: {n} signed events (read, sign, encode, decode, verify, dedupe; both sides on one thread) in {secs:.3} s = {:.0} events/s; {cpu:.2} CPU-s = {:.0} events per CPU-second; {:.0} bytes/event on the wire",
         n as f64 / secs,
+        n as f64 / cpu.max(0.01),
         wire as f64 / n as f64
     );
 }
@@ -261,6 +280,7 @@ async fn quic(n: u64) {
     let mut spec = SubscriptionSpec::new("sites", "c", grant.clone());
     spec.start = Start::Oldest;
     let started = Instant::now();
+    let cpu0 = cpu_secs();
     let h = subscriber.subscribe(spec, None, tx);
     let mut delivered = 0u64;
     while delivered < n {
@@ -276,9 +296,11 @@ async fn quic(n: u64) {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
     println!(
-        "quic replay: {n} signed events subscribed, verified and handed to the handler in {secs:.3} s = {:.0} events/s",
-        n as f64 / secs
+        "quic replay: {n} signed events subscribed, verified and handed to the handler in {secs:.3} s = {:.0} events/s; {cpu:.2} CPU-s (both platforms) = {:.0} events per CPU-second",
+        n as f64 / secs,
+        n as f64 / cpu.max(0.01)
     );
     h.stop();
     subscriber.close().await;
