@@ -17,7 +17,7 @@ use bver_eager::sign::PeerKeys;
 use bver_eager::transport::{EagerConfig, EagerEndpoint, PeerConfig, Services};
 use bver_eager::wire::{Cursor, FrameDecoder};
 use bver_eager::{ChannelInfo, EventSource, OutboxPosition, PointerSource, ReadBatch};
-use bver_resolver::{BoxFuture, Fetched, Source};
+use bver_resolver::{BoxFuture, Fetched, Listed, Page, Source};
 use tokio::sync::{mpsc, watch};
 
 const NOW: u64 = 1_700_000_000;
@@ -116,6 +116,23 @@ impl PointerSource for Refs {
                 updated_at: 0,
                 source: Source::Local,
             }))
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: Option<&'a str>,
+        _: Option<&'a str>,
+        _: Option<&'a str>,
+        _: u32,
+    ) -> BoxFuture<'a, Result<Page<Listed>, BverError>> {
+        Box::pin(async move {
+            Ok(Page {
+                items: vec![],
+                next: None,
+            })
         })
     }
 }

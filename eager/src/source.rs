@@ -6,7 +6,7 @@
 
 use bver_auth::{Principal, Verifier};
 use bver_contracts::{BverError, EventEnvelope, RefPtr};
-use bver_resolver::{BoxFuture, Fetched};
+use bver_resolver::{BoxFuture, Fetched, Listed, Page};
 
 use crate::wire::ContractVersion;
 
@@ -73,6 +73,19 @@ pub trait PointerSource: Send + Sync + 'static {
         peer: &'a str,
         pointer: &'a RefPtr,
     ) -> BoxFuture<'a, Result<Option<Fetched>, BverError>>;
+
+    /// One page of the references of `repo` in `namespace` (optionally of `kind` or a kind
+    /// below it), or of every repo of `namespace` when `repo` is `None` (the resolver's
+    /// `list` and `listrefs`).
+    fn list<'a>(
+        &'a self,
+        peer: &'a str,
+        namespace: &'a str,
+        repo: Option<&'a str>,
+        kind: Option<&'a str>,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Page<Listed>, BverError>>;
 }
 
 /// Checks the grants peers present. The core then checks that the grant's subject is the

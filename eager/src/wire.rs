@@ -47,6 +47,10 @@ pub mod msg_type {
     pub const RESOLVE: u64 = 32;
     /// `resolved`: the signed answer to a `resolve`.
     pub const RESOLVED: u64 = 33;
+    /// `list`: a remote listing request (a repo or a whole namespace).
+    pub const LIST: u64 = 34;
+    /// `listed`: one page of a listing.
+    pub const LISTED: u64 = 35;
 }
 
 /// Why a frame could not be read. Each ends the stream (after an error frame, when the
@@ -392,6 +396,57 @@ pub struct Answer {
     pub updated_at: i64,
 }
 
+/// `list` (type 34, version 1): one page of the references of a repo (`repo` present) or
+/// of a whole namespace (`repo` absent), at the owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct List {
+    /// Request id, echoed.
+    pub id: u64,
+    /// The namespace.
+    pub namespace: String,
+    /// The repo; absent: every repo of the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// Only this kind (or kinds below it); repo listings only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The opaque cursor of the page (from a previous `listed.next`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Most entries.
+    pub limit: u32,
+    /// Milliseconds the requester will wait.
+    pub deadline_ms: u32,
+    /// The grant (scope `eager:resolve:NAMESPACE`).
+    pub grant: String,
+}
+
+/// One entry of a `listed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedRef {
+    /// The reference's canonical pointer.
+    pub pointer: String,
+    /// Its current version.
+    pub version: u64,
+    /// Its kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// When its current version was made, unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// `listed` (type 35, version 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedMsg {
+    /// The request id.
+    pub id: u64,
+    /// The entries.
+    pub items: Vec<ListedRef>,
+    /// The cursor of the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -412,6 +467,10 @@ pub enum Message {
     Resolve(Resolve),
     /// `resolved`.
     Resolved(ResolvedMsg),
+    /// `list`.
+    List(List),
+    /// `listed`.
+    Listed(ListedMsg),
     /// A type (or a version of a known type) this implementation does not know: skipped.
     Unknown {
         /// The type.
@@ -433,6 +492,8 @@ impl Message {
             Self::Batch(_) => msg_type::BATCH,
             Self::Resolve(_) => msg_type::RESOLVE,
             Self::Resolved(_) => msg_type::RESOLVED,
+            Self::List(_) => msg_type::LIST,
+            Self::Listed(_) => msg_type::LISTED,
             Self::Unknown { ty, .. } => *ty,
         }
     }
@@ -517,6 +578,8 @@ pub fn encode_into(msg: &Message, out: &mut Vec<u8>) {
         Message::Batch(m) => enc(msg_type::BATCH, m, out),
         Message::Resolve(m) => enc(msg_type::RESOLVE, m, out),
         Message::Resolved(m) => enc(msg_type::RESOLVED, m, out),
+        Message::List(m) => enc(msg_type::LIST, m, out),
+        Message::Listed(m) => enc(msg_type::LISTED, m, out),
         Message::Unknown { .. } => {}
     }
 }
@@ -557,6 +620,8 @@ impl<'de> Visitor<'de> for MessageVisitor {
             (msg_type::BATCH, 1) => Message::Batch(body(&mut seq)?),
             (msg_type::RESOLVE, 1) => Message::Resolve(body(&mut seq)?),
             (msg_type::RESOLVED, 1) => Message::Resolved(body(&mut seq)?),
+            (msg_type::LIST, 1) => Message::List(body(&mut seq)?),
+            (msg_type::LISTED, 1) => Message::Listed(body(&mut seq)?),
             _ => {
                 let _: IgnoredAny = body(&mut seq)?;
                 Message::Unknown { ty, version }

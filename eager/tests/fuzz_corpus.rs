@@ -66,6 +66,16 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         retryable: false,
         details: Some(serde_json::json!({"a": [1, 2.5, null, "x"]})),
     });
+    let list = Message::List(bver_eager::wire::List {
+        id: 3,
+        namespace: "sites".into(),
+        repo: Some("site".into()),
+        kind: None,
+        cursor: Some("c".into()),
+        limit: 10,
+        deadline_ms: 100,
+        grant: "g".into(),
+    });
     let mut two = encode(&subscribed);
     two.extend(encode(&resolve));
     vec![
@@ -73,6 +83,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("v-batch", [vec![0], encode(&batch)].concat()),
         ("v-two-frames-split", [vec![4], two].concat()),
         ("v-error", [vec![16], encode(&error)].concat()),
+        ("v-list", [vec![1], encode(&list)].concat()),
         (
             "v-unknown-type",
             vec![0, 0, 0, 0, 7, 0x83, 0x18, 99, 0x01, 0xa1, 0x61, b'x', 0x01],

@@ -13,7 +13,7 @@ use bver_eager::proto::subscriber::{SubEvent, SubscriptionSpec};
 use bver_eager::transport::{EagerConfig, EagerEndpoint, PeerConfig, Services};
 use bver_eager::wire::Cursor;
 use bver_eager::{ChannelInfo, EventSource, OutboxPosition, PointerSource, ReadBatch};
-use bver_resolver::{BoxFuture, Fetched, Resolver, Source};
+use bver_resolver::{BoxFuture, Fetched, Listed, Page, Resolver, Source};
 use tokio::sync::{mpsc, watch};
 
 /// An in-memory outbox: every event belongs to the channel `site_changes`.
@@ -121,6 +121,35 @@ impl PointerSource for MemRefs {
                 updated_at: 1_700_000_000_000,
                 source: Source::Local,
             }))
+        })
+    }
+
+    /// Three sites per page of `limit`, ids 0..5; `line` is empty.
+    fn list<'a>(
+        &'a self,
+        _peer: &'a str,
+        namespace: &'a str,
+        repo: Option<&'a str>,
+        _kind: Option<&'a str>,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Page<Listed>, BverError>> {
+        Box::pin(async move {
+            let repo = repo.unwrap_or("site");
+            let start: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+            let total = if repo == "site" { 5 } else { 0 };
+            let end = (start + u64::from(limit)).min(total);
+            Ok(Page {
+                items: (start..end)
+                    .map(|n| Listed {
+                        pointer: RefPtr::parse(&format!("bver://{namespace}/{repo}/{n}")).unwrap(),
+                        version: n + 1,
+                        kind: None,
+                        updated_at: 0,
+                    })
+                    .collect(),
+                next: (end < total).then(|| end.to_string()),
+            })
         })
     }
 }
@@ -461,6 +490,29 @@ async fn remote_resolve_with_and_without_scope() {
         (r.value, r.source),
         (serde_json::json!("site 7"), Source::Peer)
     );
+    // Listings of a remote repo and namespace, page by page.
+    let page = resolver.list("sites", "site", None, None, 3).await.unwrap();
+    assert_eq!(page.items.len(), 3);
+    assert_eq!(page.next.as_deref(), Some("3"));
+    let page = resolver
+        .listrefs("sites", page.next.as_deref(), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|l| l.pointer.to_string())
+            .collect::<Vec<_>>(),
+        vec!["bver://sites/site/3", "bver://sites/site/4"]
+    );
+    assert_eq!(page.next, None);
+    let no_scope = m
+        .subscriber
+        .adapter("sites", m.sites.grant("grid", "eager:resolve:other"));
+    let e = bver_resolver::Adapter::listrefs(&no_scope, "sites", None, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
     let missing = RefPtr::parse("bver://sites/site/700").unwrap();
     assert_eq!(
         resolver.resolve(&missing).await.unwrap_err().code,

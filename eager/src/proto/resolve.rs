@@ -253,3 +253,173 @@ impl ResolveClient {
         }
     }
 }
+
+/// Most entries a listing page carries, whatever the request says.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// A listing the driver must perform with [`crate::source::PointerSource::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRequest {
+    /// The namespace.
+    pub namespace: String,
+    /// The repo (`None`: the whole namespace).
+    pub repo: Option<String>,
+    /// The kind filter.
+    pub kind: Option<String>,
+    /// The page cursor.
+    pub cursor: Option<String>,
+    /// Most entries (capped at [`MAX_LIST_LIMIT`]).
+    pub limit: u32,
+}
+
+/// The owner's side of one `list` stream: check the grant (`eager:resolve:NAMESPACE`), let
+/// the driver list, answer `listed` or an `error` (`timeout` past the deadline).
+#[derive(Debug)]
+pub struct ListServer {
+    peer: String,
+    request: Option<(u64, Instant)>,
+}
+
+impl ListServer {
+    /// A stream from `peer`.
+    pub fn new(peer: impl Into<String>) -> Self {
+        Self {
+            peer: peer.into(),
+            request: None,
+        }
+    }
+
+    /// The request frame. `Err` is the `error` frame to send.
+    pub fn handle_request(
+        &mut self,
+        req: crate::wire::List,
+        grants: &dyn GrantVerifier,
+        now: Instant,
+        now_unix: u64,
+    ) -> Result<ListRequest, Message> {
+        let id = req.id;
+        check_grant(
+            grants,
+            &req.grant,
+            &self.peer,
+            &format!("eager:resolve:{}", req.namespace),
+            now_unix,
+        )
+        .map_err(|e| Message::error(&e, Some(id)))?;
+        let budget = Duration::from_millis(u64::from(req.deadline_ms)).min(MAX_DEADLINE);
+        self.request = Some((id, now + budget));
+        Ok(ListRequest {
+            namespace: req.namespace,
+            repo: req.repo,
+            kind: req.kind,
+            cursor: req.cursor,
+            limit: req.limit.clamp(1, MAX_LIST_LIMIT),
+        })
+    }
+
+    /// The deadline of the current request.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.request.map(|r| r.1)
+    }
+
+    /// The listing's result: the `listed` frame or an `error` frame.
+    pub fn handle_listed(
+        &mut self,
+        result: Result<bver_resolver::Page<bver_resolver::Listed>, BverError>,
+        now: Instant,
+    ) -> Message {
+        let Some((id, deadline)) = self.request.take() else {
+            return Message::error(&BverError::internal("no list request in flight"), None);
+        };
+        if now > deadline {
+            let e = BverError::new(
+                ErrorCode::Timeout,
+                Phase::Resolution,
+                "the deadline passed before the listing was ready",
+            );
+            return Message::error(&e, Some(id));
+        }
+        match result {
+            Ok(page) => Message::Listed(crate::wire::ListedMsg {
+                id,
+                items: page
+                    .items
+                    .into_iter()
+                    .map(|l| crate::wire::ListedRef {
+                        pointer: l.pointer.to_string(),
+                        version: l.version,
+                        kind: l.kind,
+                        updated_at: l.updated_at,
+                    })
+                    .collect(),
+                next: page.next,
+            }),
+            Err(e) => Message::error(&e, Some(id)),
+        }
+    }
+}
+
+/// The requester's side of a `list`: the request frame and the answer's check.
+#[derive(Debug)]
+pub struct ListClient {
+    id: u64,
+    namespace: String,
+}
+
+impl ListClient {
+    /// A request `id`; returns the request frame to send.
+    pub fn new(id: u64, request: ListRequest, grant: &str, budget: Duration) -> (Self, Message) {
+        let namespace = request.namespace.clone();
+        let msg = Message::List(crate::wire::List {
+            id,
+            namespace: request.namespace,
+            repo: request.repo,
+            kind: request.kind,
+            cursor: request.cursor,
+            limit: request.limit,
+            deadline_ms: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX),
+            grant: grant.to_owned(),
+        });
+        (Self { id, namespace }, msg)
+    }
+
+    /// The answer frame: a page whose pointers all belong to the namespace asked, or the
+    /// error it carries.
+    pub fn handle_message(
+        &self,
+        msg: Message,
+    ) -> Result<bver_resolver::Page<bver_resolver::Listed>, BverError> {
+        match msg {
+            Message::Listed(l) if l.id == self.id => {
+                let mut items = Vec::with_capacity(l.items.len());
+                for r in l.items {
+                    let pointer = RefPtr::parse(&r.pointer)?;
+                    if pointer.namespace() != self.namespace || pointer.has_path() {
+                        return Err(crate::proto::publisher::malformed(
+                            "answer_mismatch",
+                            format!("a listing of `{}` names {pointer}", self.namespace),
+                        ));
+                    }
+                    items.push(bver_resolver::Listed {
+                        pointer,
+                        version: r.version,
+                        kind: r.kind,
+                        updated_at: r.updated_at,
+                    });
+                }
+                Ok(bver_resolver::Page {
+                    items,
+                    next: l.next,
+                })
+            }
+            Message::Error(e) if e.id.is_none_or(|id| id == self.id) => Err(e.to_bver()),
+            other => Err(crate::proto::publisher::malformed(
+                "protocol_violation",
+                format!(
+                    "unexpected message type {} on a list stream",
+                    other.type_code()
+                ),
+            )),
+        }
+    }
+}

@@ -709,3 +709,58 @@ fn grant_verifier_is_object_safe() {
         .unwrap();
     assert_eq!(p.subject, "grid");
 }
+
+#[test]
+fn remote_listing_both_sides() {
+    use super::resolve::{ListClient, ListRequest, ListServer};
+    use bver_resolver::{Listed, Page};
+    let w = World::new(0);
+    let t0 = Instant::now();
+    let request = |namespace: &str| ListRequest {
+        namespace: namespace.into(),
+        repo: Some("site".into()),
+        kind: None,
+        cursor: None,
+        limit: 5_000,
+    };
+    let page = |ptr: &str| {
+        Ok(Page {
+            items: vec![Listed {
+                pointer: RefPtr::parse(ptr).unwrap(),
+                version: 2,
+                kind: None,
+                updated_at: 5,
+            }],
+            next: Some("c2".into()),
+        })
+    };
+    let run = |scopes: &str, answer: &str, late: bool| {
+        let (client, msg) = ListClient::new(
+            4,
+            request("sites"),
+            &w.grant("grid", scopes),
+            Duration::from_millis(100),
+        );
+        let Message::List(req) = msg else { panic!() };
+        let mut server = ListServer::new("grid");
+        let frame = match server.handle_request(req, &w.verifier, t0, NOW) {
+            Ok(l) => {
+                assert_eq!(l.limit, super::resolve::MAX_LIST_LIMIT);
+                let at = t0 + Duration::from_millis(if late { 101 } else { 1 });
+                server.handle_listed(page(answer), at)
+            }
+            Err(frame) => frame,
+        };
+        let mut d = FrameDecoder::new(1 << 16);
+        d.push(&crate::wire::encode(&frame));
+        client.handle_message(d.next_message().unwrap().unwrap())
+    };
+    let p = run("eager:resolve:sites", "bver://sites/site/1", false).unwrap();
+    assert_eq!((p.items.len(), p.next.as_deref()), (1, Some("c2")));
+    let e = run("eager:resolve:grid", "bver://sites/site/1", false).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    let e = run("eager:resolve:sites", "bver://other/site/1", false).unwrap_err();
+    assert_eq!(e.details["reason"], "answer_mismatch");
+    let e = run("eager:resolve:sites", "bver://sites/site/1", true).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Timeout);
+}

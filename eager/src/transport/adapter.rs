@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use bver_contracts::{BverError, ErrorCode, Phase, RefPtr};
+use bver_contracts::{BverError, ErrorCode, RefPtr};
 use bver_resolver::{Adapter, BoxFuture, Fetched, Listed, Page, Source};
 
+use crate::proto::resolve::ListRequest;
 use crate::transport::endpoint::EagerEndpoint;
 
 /// Default time a remote fetch may take.
@@ -71,30 +72,42 @@ impl Adapter for EagerAdapter {
     fn list<'a>(
         &'a self,
         namespace: &'a str,
-        _repo: &'a str,
-        _kind: Option<&'a str>,
-        _cursor: Option<&'a str>,
-        _limit: u32,
+        repo: &'a str,
+        kind: Option<&'a str>,
+        cursor: Option<&'a str>,
+        limit: u32,
     ) -> BoxFuture<'a, Result<Page<Listed>, BverError>> {
-        Box::pin(async move { Err(not_yet(namespace, "list")) })
+        Box::pin(async move {
+            let request = ListRequest {
+                namespace: namespace.to_owned(),
+                repo: Some(repo.to_owned()),
+                kind: kind.map(str::to_owned),
+                cursor: cursor.map(str::to_owned),
+                limit,
+            };
+            self.endpoint
+                .list(&self.peer, request, &self.grant, self.budget)
+                .await
+        })
     }
 
     fn listrefs<'a>(
         &'a self,
         namespace: &'a str,
-        _cursor: Option<&'a str>,
-        _limit: u32,
+        cursor: Option<&'a str>,
+        limit: u32,
     ) -> BoxFuture<'a, Result<Page<Listed>, BverError>> {
-        Box::pin(async move { Err(not_yet(namespace, "listrefs")) })
+        Box::pin(async move {
+            let request = ListRequest {
+                namespace: namespace.to_owned(),
+                repo: None,
+                kind: None,
+                cursor: cursor.map(str::to_owned),
+                limit,
+            };
+            self.endpoint
+                .list(&self.peer, request, &self.grant, self.budget)
+                .await
+        })
     }
-}
-
-fn not_yet(namespace: &str, op: &str) -> BverError {
-    BverError::new(
-        ErrorCode::Unavailable,
-        Phase::Resolution,
-        format!("`{op}` of the remote namespace `{namespace}` over EAGER is not implemented yet"),
-    )
-    .retryable(false)
-    .with_details(serde_json::json!({ "reason": "not_implemented", "op": op }))
 }

@@ -22,12 +22,15 @@ use tokio::sync::{mpsc, watch};
 use crate::proto::backoff::Backoff;
 use crate::proto::handshake::{check_hello, hello};
 use crate::proto::publisher::{Publisher, PublisherConfig};
-use crate::proto::resolve::{RemoteAnswer, ResolveClient, ResolveServer};
+use crate::proto::resolve::{
+    ListClient, ListRequest, ListServer, RemoteAnswer, ResolveClient, ResolveServer,
+};
 use crate::proto::subscriber::{SubEvent, Subscriber, SubscriptionSpec};
 use crate::sign::PeerKeys;
 use crate::source::{EventSource, GrantVerifier, PointerSource};
 use crate::transport::tls::{PeerPins, certificate_key, configs};
 use crate::wire::{Cursor, DEFAULT_MAX_FRAME, FrameDecoder, Message, encode};
+use bver_resolver::{Listed, Page};
 
 /// A configured peer.
 #[derive(Debug, Clone)]
@@ -273,32 +276,58 @@ impl EagerEndpoint {
                 remaining,
                 Instant::now(),
             );
-            let (mut send, mut recv) = pc.conn.open_bi().await.map_err(io_error)?;
-            send.write_all(&encode(&msg)).await.map_err(io_error)?;
-            let _ = send.finish();
-            let mut dec = FrameDecoder::new(self.inner.config.max_frame);
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match dec.next_message().map_err(BverError::from)? {
-                    Some(Message::Unknown { .. }) => continue,
-                    Some(m) => return client.handle_message(m, unix_now()),
-                    None => {}
-                }
-                match recv.read(&mut buf).await.map_err(io_error)? {
-                    Some(n) => dec.push(&buf[..n]),
-                    None => {
-                        dec.finish().map_err(BverError::from)?;
-                        return Err(unreachable_peer(
-                            peer,
-                            "the resolve stream ended without an answer",
-                        ));
-                    }
-                }
-            }
+            let answer = self.exchange(&pc, peer, &msg).await?;
+            client.handle_message(answer, unix_now())
         };
         match tokio::time::timeout(budget, work).await {
             Ok(r) => r,
             Err(_) => Err(timeout()),
+        }
+    }
+
+    /// One page of a remote listing (`request.repo` set: a repo; unset: the namespace).
+    pub async fn list(
+        &self,
+        peer: &str,
+        request: ListRequest,
+        grant: &str,
+        budget: Duration,
+    ) -> Result<Page<Listed>, BverError> {
+        let namespace = request.namespace.clone();
+        let work = async {
+            let pc = self.connect(peer).await?;
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let (client, msg) = ListClient::new(id, request, grant, budget);
+            let answer = self.exchange(&pc, peer, &msg).await?;
+            client.handle_message(answer)
+        };
+        match tokio::time::timeout(budget, work).await {
+            Ok(r) => r,
+            Err(_) => Err(BverError::new(
+                ErrorCode::Timeout,
+                Phase::Resolution,
+                format!("listing of `{namespace}`: no answer from `{peer}` within {budget:?}"),
+            )),
+        }
+    }
+
+    /// Send `msg` on a new stream and read the one answer.
+    async fn exchange(
+        &self,
+        pc: &PeerConn,
+        peer: &str,
+        msg: &Message,
+    ) -> Result<Message, BverError> {
+        let (mut send, mut recv) = pc.conn.open_bi().await.map_err(io_error)?;
+        send.write_all(&encode(msg)).await.map_err(io_error)?;
+        let _ = send.finish();
+        match read_one(&mut recv, self.inner.config.max_frame).await {
+            Ok(m) => Ok(m),
+            Err(e) if e.code == ErrorCode::PeerUnreachable => Err(unreachable_peer(
+                peer,
+                format!("the stream ended without an answer: {}", e.message),
+            )),
+            Err(e) => Err(e),
         }
     }
 
@@ -636,6 +665,7 @@ async fn serve_stream(
     match first {
         Message::Subscribe(sub) => serve_subscription(inner, peer, sub, send, recv).await,
         Message::Resolve(req) => serve_resolve(inner, peer, req, send).await,
+        Message::List(req) => serve_list(inner, peer, req, send).await,
         other => {
             let e = crate::proto::publisher::malformed(
                 "protocol_violation",
@@ -679,6 +709,44 @@ async fn serve_resolve(
                     )),
                 };
                 server.handle_fetched(result, inner.config.keys.current(), Instant::now())
+            }
+        };
+    let _ = send.write_all(&encode(&answer)).await;
+    let _ = send.finish();
+}
+
+async fn serve_list(
+    inner: Arc<Inner>,
+    peer: String,
+    req: crate::wire::List,
+    mut send: quinn::SendStream,
+) {
+    let mut server = ListServer::new(peer.clone());
+    let answer =
+        match server.handle_request(req, &*inner.services.grants, Instant::now(), unix_now()) {
+            Err(frame) => frame,
+            Ok(l) => {
+                let budget = server
+                    .deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or_default();
+                let listing = inner.services.pointers.list(
+                    &peer,
+                    &l.namespace,
+                    l.repo.as_deref(),
+                    l.kind.as_deref(),
+                    l.cursor.as_deref(),
+                    l.limit,
+                );
+                let result = match tokio::time::timeout(budget, listing).await {
+                    Ok(r) => r,
+                    Err(_) => Err(BverError::new(
+                        ErrorCode::Timeout,
+                        Phase::Resolution,
+                        "deadline passed",
+                    )),
+                };
+                server.handle_listed(result, Instant::now())
             }
         };
     let _ = send.write_all(&encode(&answer)).await;
