@@ -120,7 +120,8 @@ struct Inner {
     pins: PeerPins,
     addrs: HashMap<String, SocketAddr>,
     services: Services,
-    conns: tokio::sync::Mutex<HashMap<String, PeerConn>>,
+    /// One slot per peer: a dial to one peer never waits for a dial to another.
+    conns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<PeerConn>>>>>,
     next_id: AtomicU64,
 }
 
@@ -212,7 +213,7 @@ impl EagerEndpoint {
             pins,
             addrs,
             services,
-            conns: tokio::sync::Mutex::new(HashMap::new()),
+            conns: std::sync::Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         });
         tokio::spawn(accept_loop(Arc::clone(&inner)));
@@ -490,19 +491,26 @@ fn peer_key(conn: &quinn::Connection) -> Option<PublicKey> {
 }
 
 async fn connect(inner: &Arc<Inner>, peer: &str) -> Result<PeerConn, BverError> {
-    let mut conns = inner.conns.lock().await;
-    if let Some(pc) = conns.get(peer) {
-        if pc.conn.close_reason().is_none() {
-            return Ok(pc.clone());
-        }
-        conns.remove(peer);
-    }
     if !inner.pins.knows(peer) {
         return Err(BverError::new(
             ErrorCode::UnknownPeer,
             Phase::Configuration,
             format!("`{peer}` is not a configured peer"),
         ));
+    }
+    let slot = {
+        let mut conns = inner
+            .conns
+            .lock()
+            .map_err(|_| BverError::internal("connection table poisoned"))?;
+        Arc::clone(conns.entry(peer.to_owned()).or_default())
+    };
+    let mut slot = slot.lock().await;
+    if let Some(pc) = slot.as_ref() {
+        if pc.conn.close_reason().is_none() {
+            return Ok(pc.clone());
+        }
+        *slot = None;
     }
     let addr = *inner
         .addrs
@@ -548,7 +556,7 @@ async fn connect(inner: &Arc<Inner>, peer: &str) -> Result<PeerConn, BverError> 
     let pc = tokio::time::timeout(inner.config.connect_timeout, dial)
         .await
         .map_err(|_| unreachable_peer(peer, "connection timed out"))??;
-    conns.insert(peer.to_owned(), pc.clone());
+    *slot = Some(pc.clone());
     Ok(pc)
 }
 
