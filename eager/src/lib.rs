@@ -13,7 +13,8 @@
 //!   keys announced under the current key's signature, which is how rotation reaches peers);
 //! - each subscription is one bidirectional stream: `subscribe` (channel, cursor, filters,
 //!   grant, contract) → `subscribed` → signed `batch`es, replay then live, forever;
-//! - each remote resolution is one stream: `resolve` → signed `resolved` or `error`;
+//! - each remote resolution is one stream: `resolve` → signed `resolved` or `error`; each
+//!   remote listing too: `list` → `listed` or `error`;
 //! - subscribers verify every batch with the pinned keys, drop forged or altered events,
 //!   drop duplicates by `(platform, epoch, seq)`, and reconnect with backoff from their
 //!   cursor.
