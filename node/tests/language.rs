@@ -259,7 +259,7 @@ fn bver_contracts_check_explains_each_incompatibility() {
     assert_eq!(
         code,
         Some(1),
-        "1.2.0 in the pack removed nothing but made... changes"
+        "the pack's Rating.mva adds `exclusiveMinimum`: a new constraint"
     );
     let (code, _) = bver(&["contracts", "check", &dir("v1_0"), "/nonexistent"]);
     assert_eq!(code, Some(2));
