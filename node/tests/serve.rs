@@ -436,6 +436,65 @@ async fn http_errors_are_problem_json_with_the_right_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cel_rule_rejects_a_write_over_rest_with_the_rule_named() {
+    let db = support::Db::sqlite();
+    let n = start(&db).await;
+    let t = n.token(ADMIN);
+    // The example's feeder rule: "length_km <= 80.0".
+    let feeder = |km: f64| json!({"id": "f1", "value": {"name": "F1", "substation": "bver://sites/site/s1", "voltage_kv": 33, "length_km": km}});
+    let p = problem(
+        n.send(
+            Method::POST,
+            "/v1/refs/sites/feeder",
+            &t,
+            Some(feeder(120.0)),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "rule_violation",
+    )
+    .await;
+    let text = p.to_string();
+    assert!(
+        text.contains("length_plausible") && text.contains("80 km"),
+        "{p}"
+    );
+    // Nothing was written, and a value within the rule passes.
+    problem(
+        n.send(Method::GET, "/v1/refs/sites/feeder/f1", &t, None)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert_eq!(
+        n.send(
+            Method::POST,
+            "/v1/refs/sites/feeder",
+            &t,
+            Some(feeder(12.5))
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    // A patch that breaks the rule is refused too, and the version stays.
+    let res = n
+        .req(Method::PATCH, "/v1/refs/sites/feeder/f1", Some(&t))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"length_km": 95.0}"#)
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::UNPROCESSABLE_ENTITY, "rule_violation").await;
+    let cur = n
+        .send(Method::GET, "/v1/refs/sites/feeder/f1", &t, None)
+        .await;
+    assert_eq!(etag(&cur), "\"1\"");
+    n.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_answer_429_with_retry_after() {
     let db = support::Db::sqlite();
     let n = start_with(&db, |c| c.rate_limit = Some(2)).await;
