@@ -1,7 +1,7 @@
 //! `bver serve`: a running platform node.
 //!
 //! [`start`] loads the domain, opens the data directory (platform key, identity, revocations)
-//! and the store, builds the one [`Broker`], and serves HTTP: REST and OpenAPI
+//! and the store, builds the one [`Broker`](crate::broker::Broker), and serves HTTP: REST and OpenAPI
 //! ([`rest`]), JWKS, health, readiness and metrics, secured by bearer JWTs ([`http`]). It
 //! returns a [`Running`] node that a test (or the CLI) can stop gracefully: new requests get
 //! 503 while in-flight ones finish and commit.
@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod platform;
 pub mod problem;
 pub mod rest;
 
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bver_auth::{HmacSecret, Revocations, Verifier, VerifierConfig};
+use bver_auth::{Verifier, VerifierConfig};
 use bver_contracts::BverError;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -32,10 +33,7 @@ pub use config::{FileConfig, LogFormat, ServeConfig};
 use self::config::config_error;
 use self::http::{AppState, AuthState, StateParts};
 use self::metrics::Metrics;
-use crate::broker::Broker;
-use crate::datadir::{DataDir, Identity};
 use crate::domain::{self, Domain};
-use crate::store::{Store, StoreOptions};
 
 /// A node that is serving.
 #[derive(Debug)]
@@ -124,77 +122,22 @@ fn manifests(domain: &Domain, platform_id: &str) -> Value {
 
 /// Start a node with `config`: see the module docs.
 pub async fn start(config: ServeConfig) -> Result<Running, BverError> {
-    let domain = domain::load(&config.domain).map_err(|errors| {
-        config_error(format!(
-            "the domain does not compile ({} error{}):\n{errors}",
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" }
-        ))
-    })?;
-    let domain = Arc::new(domain);
-    let data = DataDir::create(&config.data)?;
+    let platform::Platform {
+        domain,
+        data,
+        identity,
+        audience,
+        keys,
+        key_created,
+        revocations,
+        vconfig,
+        verifier,
+        broker,
+        sqlite_path,
+    } = platform::open(&config).await?;
     let now = bver_auth::unix_now();
-
-    // Identity: fixed on the first start; a later start with another id is refused, since
-    // peers and tokens name the platform id.
-    let wanted = config
-        .platform_id
-        .clone()
-        .unwrap_or_else(|| domain.core().name.clone());
-    let identity = match data.identity()? {
-        Some(id) if config.platform_id.is_some() && id.platform_id != wanted => {
-            return Err(config_error(format!(
-                "this data directory belongs to platform `{}`, not `{wanted}`",
-                id.platform_id
-            )));
-        }
-        Some(id) => id,
-        None => {
-            let id = Identity {
-                audience: config.audience.clone().unwrap_or_else(|| wanted.clone()),
-                platform_id: wanted,
-            };
-            data.write_identity(&id)?;
-            id
-        }
-    };
-    let audience = config
-        .audience
-        .clone()
-        .unwrap_or_else(|| identity.audience.clone());
-
-    let (keys, key_created) = data.key_set(now)?;
-    let revocations = Arc::new(Revocations::new());
-    revocations.restore(data.revocations()?);
-    let mut vconfig = VerifierConfig::new(identity.platform_id.clone(), audience.clone())
-        .leeway_secs(config.token_leeway_secs);
-    if let Some(path) = &config.hs256_secret_file {
-        let secret = std::fs::read(path).map_err(|e| {
-            config_error(format!(
-                "cannot read the HS256 secret {}: {e}",
-                path.display()
-            ))
-        })?;
-        let secret = HmacSecret::new("hs256", trim_newline(secret))
-            .map_err(|e| config_error(format!("HS256 secret: {e}")))?;
-        vconfig = vconfig.with_hs256(secret);
-    }
-    let verifier = Verifier::new(vconfig.clone(), &keys, revocations.clone());
     let auth = AuthState::new(verifier, keys.jwks(now), revocations.clone());
-
-    let options = StoreOptions {
-        pool_size: config.pool_size,
-        ..StoreOptions::default()
-    };
-    let (store, sqlite_path) = match &config.postgres {
-        Some(url) => (Store::open_postgres(url, options).await?, None),
-        None => {
-            let path = data.sqlite_path();
-            (Store::open_sqlite(&path, options).await?, Some(path))
-        }
-    };
-    let backend = store.backend_name();
-    let broker = Broker::new(domain.clone(), store)?;
+    let backend = broker.store().backend_name();
     let openapi = openapi::document(&domain, &identity.platform_id);
     let state = Arc::new(AppState::new(StateParts {
         broker,
@@ -241,13 +184,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, BverError> {
         reloader,
         grace: config.shutdown_grace,
     })
-}
-
-fn trim_newline(mut v: Vec<u8>) -> Vec<u8> {
-    while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        v.pop();
-    }
-    v
 }
 
 /// Poll the data directory once a second: a key rotation or a revocation made with the CLI
