@@ -9,6 +9,7 @@ mod contracts;
 mod debug;
 mod get;
 mod manifest;
+mod mcp;
 mod ptr;
 mod serve;
 mod token;
@@ -35,6 +36,9 @@ enum Command {
     Contracts(contracts::ContractsArgs),
     /// Run a platform node: REST + OpenAPI, JWT-scoped, with health and metrics.
     Serve(serve::ServeArgs),
+    /// Serve the domain over MCP on stdin/stdout (for desktop MCP clients), as one token's
+    /// principal.
+    Mcp(mcp::McpArgs),
     /// Issue and revoke the platform's tokens.
     Token(token::TokenArgs),
     /// Manage the platform key (rotation).
@@ -54,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Get(args) => get::run(args),
         Command::Contracts(args) => contracts::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Mcp(args) => mcp::run(args),
         Command::Token(args) => token::run_token(args),
         Command::Key(args) => token::run_key(args),
         Command::Debug(args) => debug::run(args),

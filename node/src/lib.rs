@@ -11,5 +11,6 @@ pub mod broker;
 pub mod cli;
 pub mod datadir;
 pub mod domain;
+pub mod mcp;
 pub mod serve;
 pub mod store;

@@ -51,6 +51,14 @@ pub(crate) struct ServeArgs {
     /// How long shutdown waits for in-flight requests [default: 30s].
     #[arg(long, env = "BVER_SHUTDOWN_GRACE")]
     shutdown_grace: Option<String>,
+    /// `Host` values accepted at /mcp, comma-separated (`*`: any) [default: loopback names
+    /// and the listen address].
+    #[arg(long, env = "BVER_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    mcp_allowed_hosts: Vec<String>,
+    /// `Origin` values accepted at /mcp, comma-separated (`*`: any) [default: http(s) on the
+    /// allowed hosts, any port].
+    #[arg(long, env = "BVER_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    mcp_allowed_origins: Vec<String>,
     /// A TOML configuration file (keys as the flags, with `_`).
     #[arg(long, env = "BVER_CONFIG")]
     config: Option<PathBuf>,
@@ -101,17 +109,32 @@ fn resolve(args: ServeArgs) -> Result<ServeConfig, String> {
     if let Some(n) = file.pool_size {
         c.pool_size = n;
     }
+    c.mcp_allowed_hosts = if args.mcp_allowed_hosts.is_empty() {
+        file.mcp_allowed_hosts.unwrap_or_default()
+    } else {
+        args.mcp_allowed_hosts
+    };
+    c.mcp_allowed_origins = if args.mcp_allowed_origins.is_empty() {
+        file.mcp_allowed_origins.unwrap_or_default()
+    } else {
+        args.mcp_allowed_origins
+    };
     Ok(c)
 }
 
 /// Install the log subscriber: level from `BVER_LOG` (or `RUST_LOG`), default `info`.
 pub(crate) fn init_logging(format: LogFormat) {
+    init_logging_default(format, "info");
+}
+
+/// [`init_logging`] with another default level.
+pub(crate) fn init_logging_default(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("BVER_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -170,7 +193,7 @@ async fn serve_until_signal(config: ServeConfig) -> ExitCode {
         None => println!("  store    postgres"),
     }
     println!("  REST     {base}/v1   (OpenAPI {base}/openapi.json)");
-    println!("  MCP      not served yet (planned at {base}/mcp)");
+    println!("  MCP      {base}/mcp   (Streamable HTTP; stdio: bver mcp)");
     println!("  EAGER    not served yet (QUIC, ALPN bver-eager/1)");
     println!("  health   {base}/healthz  {base}/readyz  keys {base}/.well-known/jwks.json");
     if insecure {

@@ -48,6 +48,10 @@ pub struct FileConfig {
     pub shutdown_grace: Option<String>,
     /// Database connections for reads.
     pub pool_size: Option<u32>,
+    /// `Host` values `/mcp` accepts (`["*"]`: any).
+    pub mcp_allowed_hosts: Option<Vec<String>>,
+    /// `Origin` values `/mcp` accepts (`["*"]`: any).
+    pub mcp_allowed_origins: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -116,6 +120,10 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Read connections.
     pub pool_size: u32,
+    /// `Host` values `/mcp` accepts; empty: loopback names and the listen address.
+    pub mcp_allowed_hosts: Vec<String>,
+    /// `Origin` values `/mcp` accepts; empty: http(s) origins on the allowed hosts.
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 impl ServeConfig {
@@ -138,6 +146,8 @@ impl ServeConfig {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(30),
             pool_size: 8,
+            mcp_allowed_hosts: Vec::new(),
+            mcp_allowed_origins: Vec::new(),
         }
     }
 }

@@ -6,7 +6,7 @@
 //!    the insecure-mode warning header, and 503 for everything but health while draining;
 //! 2. the body limit (`413 payload_too_large` as problem+json), and a panic guard (a
 //!    handler that panics answers `500 internal`; the cause is logged, not returned);
-//! 3. on every route but health and the JWKS: [`authenticate`] (bearer JWT, deny by default),
+//! 3. on every route but health and the JWKS (`/mcp` included): [`authenticate`] (bearer JWT, deny by default),
 //!    then the per-principal rate limit (`429` with `Retry-After`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -115,6 +115,8 @@ pub struct AppState {
     pub platform_id: String,
     /// Where revocations are persisted.
     pub data: DataDir,
+    /// `/mcp`: Host/Origin allow-lists and the shutdown signal of open streams.
+    pub mcp: crate::mcp::HttpSettings,
     request_ids: RequestIds,
 }
 
@@ -148,6 +150,8 @@ pub struct StateParts {
     pub platform_id: String,
     /// See [`AppState::data`].
     pub data: DataDir,
+    /// See [`AppState::mcp`].
+    pub mcp: crate::mcp::HttpSettings,
 }
 
 impl AppState {
@@ -170,6 +174,7 @@ impl AppState {
             insecure: parts.insecure,
             platform_id: parts.platform_id,
             data: parts.data,
+            mcp: parts.mcp,
             request_ids: RequestIds::new(),
         }
     }
@@ -205,9 +210,11 @@ fn sane_request_id(v: &HeaderValue) -> Option<String> {
         .then(|| String::from_utf8_lossy(b).into_owned())
 }
 
-/// The router of a node.
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+/// The router of a node; `mcp` serves Streamable HTTP at `/mcp` (`docs/mcp.md`).
+pub fn router(state: Arc<AppState>, max_body_bytes: usize, mcp: crate::mcp::McpServer) -> Router {
+    let mcp = crate::mcp::http_service(mcp, &state.mcp, max_body_bytes);
     let protected = Router::new()
+        .route_service("/mcp", mcp)
         .route("/v1/ops/{operation}", post(rest::invoke_op))
         .route(
             "/v1/refs/{namespace}/{repo}",

@@ -149,7 +149,21 @@ pub async fn start(config: ServeConfig) -> Result<Running, BverError> {
         insecure: config.insecure_dev,
         platform_id: identity.platform_id.clone(),
         data: data.clone(),
+        mcp: mcp_settings(&config),
     }));
+    let observer_state = state.clone();
+    let mcp = crate::mcp::McpServer::new(
+        state.broker.clone(),
+        identity.platform_id.clone(),
+        crate::mcp::Caller::Http,
+        Some(Arc::new(
+            move |op: &str, mutation, outcome: &str, elapsed| {
+                observer_state
+                    .metrics
+                    .operation(op, mutation, outcome, elapsed);
+            },
+        )),
+    )?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -157,12 +171,15 @@ pub async fn start(config: ServeConfig) -> Result<Running, BverError> {
     let http_addr = listener
         .local_addr()
         .map_err(|e| config_error(format!("listener address: {e}")))?;
-    let app = http::router(state.clone(), config.max_body_bytes);
+    let app = http::router(state.clone(), config.max_body_bytes, mcp);
     let (shutdown, mut stop) = watch::channel(false);
+    let mcp_streams = state.mcp.cancel.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
+                // Open MCP streams (SSE) would hold the shutdown until the grace period ends.
+                mcp_streams.cancel();
             })
             .await
     });
@@ -184,6 +201,25 @@ pub async fn start(config: ServeConfig) -> Result<Running, BverError> {
         reloader,
         grace: config.shutdown_grace,
     })
+}
+
+/// `/mcp`'s DNS-rebinding allow-lists: the configured ones, or the defaults for the listen
+/// address. `*` alone allows any value.
+fn mcp_settings(config: &ServeConfig) -> crate::mcp::HttpSettings {
+    let mut s = crate::mcp::HttpSettings::for_listen(config.listen);
+    let any = |v: &[String]| v.len() == 1 && v[0] == "*";
+    if any(&config.mcp_allowed_hosts) {
+        s.allowed_hosts.clear();
+    } else if !config.mcp_allowed_hosts.is_empty() {
+        s.allowed_hosts = config.mcp_allowed_hosts.clone();
+    }
+    if any(&config.mcp_allowed_origins) {
+        s.allowed_origins.clear();
+        s.any_origin = true;
+    } else if !config.mcp_allowed_origins.is_empty() {
+        s.allowed_origins = config.mcp_allowed_origins.clone();
+    }
+    s
 }
 
 /// Poll the data directory once a second: a key rotation or a revocation made with the CLI
