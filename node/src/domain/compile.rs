@@ -21,7 +21,7 @@ use super::load::{
 use super::names;
 use super::ops::REF_OPERATIONS;
 use super::registry::{
-    Action, Bundle, ContractUse, DeclaredTrigger, Domain, Figment, FigmentOperation, Kind, Policy,
+    Action, Bundle, Channel, ContractUse, DeclaredTrigger, Domain, Figment, FigmentOperation, Kind, Policy,
     RefEvent, RefType, Role, Trigger, TriggerSource,
 };
 use super::schema::{self, Part};
@@ -108,6 +108,7 @@ pub(crate) fn compile(loaded: Loaded, errors: &mut Vec<DefinitionError>) -> Opti
             repos,
             contracts: info.contracts.iter().cloned().collect(),
             figments: used.into_iter().collect(),
+            channels: compile_channels(&info.name, &info.contracts, raw, &ref_types, errors),
             dir: raw.dir.clone(),
             file: raw.file.clone(),
         });
@@ -1717,4 +1718,102 @@ fn add_contract_type(package: &ContractPackage, ty: &str, defs: &mut Map<String,
             add_contract_type(package, other, defs);
         }
     }
+}
+
+/// The channels of one bundle: each trigger must be one some reference type emits, each repo
+/// must exist, the scope must parse, the contract must be `package@major/Type` of a package
+/// the bundle declares with that major version.
+fn compile_channels(
+    bundle: &str,
+    uses: &BTreeSet<ContractUse>,
+    raw: &RawBundle,
+    ref_types: &BTreeMap<String, RefType>,
+    errors: &mut Vec<DefinitionError>,
+) -> Vec<Channel> {
+    let mut out = Vec::new();
+    for c in &raw.channels {
+        let section = format!("[channels.{}]", c.name.value);
+        let invalid = |loc: &Location, message: String| {
+            DefinitionError::at(
+                loc.clone(),
+                K::InvalidValue {
+                    section: section.clone(),
+                    message,
+                },
+            )
+        };
+        let mut triggers = BTreeSet::new();
+        for t in &c.triggers {
+            let known = ref_types
+                .values()
+                .any(|rt| rt.triggers.iter().any(|x| x.name == t.value));
+            if known {
+                triggers.insert(t.value.clone());
+            } else {
+                errors.push(invalid(
+                    &t.loc,
+                    format!(
+                        "no reference type emits the trigger `{}` (write its full name, e.g. `refs.site.changed`)",
+                        t.value
+                    ),
+                ));
+            }
+        }
+        for r in &c.repos {
+            match ref_types.get(&r.value) {
+                Some(rt) => {
+                    for t in rt.triggers.iter().filter(|t| t.source == TriggerSource::BuiltIn) {
+                        triggers.insert(t.name.clone());
+                    }
+                }
+                None => errors.push(invalid(&r.loc, format!("no repo `{}`", r.value))),
+            }
+        }
+        if triggers.is_empty() && c.triggers.is_empty() && c.repos.is_empty() {
+            errors.push(invalid(
+                &c.name.loc,
+                "a channel needs `triggers` or `repos` (what flows into it)".into(),
+            ));
+        }
+        let scope = match &c.scope {
+            Some(s) => {
+                if bver_auth::Scope::parse(&s.value).is_err() {
+                    errors.push(invalid(&s.loc, format!("`{}` is not a valid scope", s.value)));
+                }
+                s.value.clone()
+            }
+            None => format!("eager:subscribe:{}", c.name.value),
+        };
+        let contract = c.contract.as_ref().and_then(|ct| {
+            let Some((package, major, ty)) = contract::parse_type_ref(&ct.value) else {
+                errors.push(invalid(
+                    &ct.loc,
+                    format!("`{}` is not `package@major/Type`", ct.value),
+                ));
+                return None;
+            };
+            let declared = uses.iter().any(|u| {
+                u.name == package
+                    && u.version.split('.').next().and_then(|m| m.parse::<u64>().ok()) == Some(major)
+            });
+            if !declared {
+                errors.push(invalid(
+                    &ct.loc,
+                    format!(
+                        "bundle `{bundle}` does not declare the contract package `{package}` at major version {major} (add it to `contracts` in [bundle])"
+                    ),
+                ));
+            }
+            Some((package.to_owned(), major, ty.to_owned()))
+        });
+        out.push(Channel {
+            name: c.name.value.clone(),
+            description: c.description.clone().unwrap_or_default(),
+            triggers: triggers.into_iter().collect(),
+            scope,
+            contract,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }

@@ -109,6 +109,23 @@ pub(crate) struct RawBundle {
     pub(crate) refs: Vec<RawRefType>,
     /// Inline figments (`[figments.NAME]`), private to this bundle.
     pub(crate) figments: Vec<RawFigment>,
+    /// EAGER channels it publishes (`[channels.NAME]`).
+    pub(crate) channels: Vec<RawChannel>,
+}
+
+/// `[channels.NAME]`: an EAGER channel the platform publishes.
+#[derive(Debug, Clone)]
+pub(crate) struct RawChannel {
+    pub(crate) name: Located<String>,
+    pub(crate) description: Option<String>,
+    /// Full trigger names (`refs.site.changed`).
+    pub(crate) triggers: Vec<Located<String>>,
+    /// Repos whose every built-in event flows in.
+    pub(crate) repos: Vec<Located<String>>,
+    /// The scope a subscriber's grant needs (default `eager:subscribe:NAME`).
+    pub(crate) scope: Option<Located<String>>,
+    /// The payload contract, `package@major/Type`.
+    pub(crate) contract: Option<Located<String>>,
 }
 
 /// `[refs.REPO]`.
@@ -223,6 +240,18 @@ struct HeaderDef {
     resolves: Vec<Spanned<String>>,
     #[serde(default)]
     contracts: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelDef {
+    description: Option<String>,
+    #[serde(default)]
+    triggers: Vec<Spanned<String>>,
+    #[serde(default)]
+    repos: Vec<Spanned<String>>,
+    scope: Option<Spanned<String>>,
+    contract: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -608,7 +637,7 @@ fn read_bundle(src: &Source<'_>, errors: &mut Vec<DefinitionError>) -> Option<Ra
         src,
         &top,
         "bundle.toml",
-        &["bundle", "figments", "refs"],
+        &["bundle", "channels", "figments", "refs"],
         errors,
     );
     let header = match top.remove("bundle") {
@@ -650,12 +679,30 @@ fn read_bundle(src: &Source<'_>, errors: &mut Vec<DefinitionError>) -> Option<Ra
             }
         }
     }
+    let mut channels = Vec::new();
+    if let Some(v) = top.remove("channels") {
+        for (key, value) in entries(src, v, "[channels]", errors) {
+            let name = key_located(src, &key);
+            let section = format!("[channels.{}]", name.value);
+            if let Some(c) = de_section::<ChannelDef>(src, value, &section, &[], errors) {
+                channels.push(RawChannel {
+                    name,
+                    description: c.description,
+                    triggers: src.located_all(c.triggers),
+                    repos: src.located_all(c.repos),
+                    scope: c.scope.map(|s| src.located(s)),
+                    contract: c.contract.map(|s| src.located(s)),
+                });
+            }
+        }
+    }
     Some(RawBundle {
         dir: src.dir().to_path_buf(),
         file: src.path.to_path_buf(),
         header,
         refs,
         figments,
+        channels,
     })
 }
 

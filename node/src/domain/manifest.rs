@@ -112,7 +112,20 @@ pub fn manifest(domain: &Domain, bundle: &Bundle) -> Value {
     m.insert("triggers".into(), Value::Array(triggers));
     m.insert("jobs".into(), json!([]));
     m.insert("orchestrators".into(), json!([]));
-    m.insert("channels".into(), json!([]));
+    let channels: Vec<Value> = bundle
+        .channels
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "description": c.description,
+                "triggers": c.triggers,
+                "scope": c.scope,
+                "contract": c.contract.as_ref().map(|(p, m, t)| format!("{p}@{m}/{t}")),
+            })
+        })
+        .collect();
+    m.insert("channels".into(), Value::Array(channels));
     m.insert("primitives".into(), json!([]));
     m.insert(
         "pointers".into(),

@@ -32,7 +32,7 @@ pub use contract::CONTRACT_FILE;
 pub use error::{DefinitionError, DefinitionErrorKind, DefinitionErrors, Location};
 pub use load::{BUNDLE_FILE, FIGMENT_FILE};
 pub use registry::{
-    Action, Bundle, ContractUse, DeclaredTrigger, Domain, Figment, FigmentOperation, Kind, Policy,
+    Action, Bundle, Channel, ContractUse, DeclaredTrigger, Domain, Figment, FigmentOperation, Kind, Policy,
     RefEvent, RefType, Role, Trigger, TriggerSource, Violation,
 };
 

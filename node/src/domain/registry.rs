@@ -59,6 +59,23 @@ impl fmt::Display for ContractUse {
     }
 }
 
+/// An EAGER channel a bundle publishes: which outbox events flow into it, the scope a
+/// subscriber's grant needs, and the contract of its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    /// Channel name (`site_changes`).
+    pub name: String,
+    /// What it carries.
+    pub description: String,
+    /// The full trigger names whose events flow in (a `repos` entry adds the repo's five
+    /// built-in events), sorted.
+    pub triggers: Vec<String>,
+    /// The scope a subscriber's grant must hold (default `eager:subscribe:{name}`).
+    pub scope: String,
+    /// The payload contract: package, major version, type.
+    pub contract: Option<(String, u64, String)>,
+}
+
 /// One application bundle: the core app or a plugin.
 #[derive(Debug, Clone)]
 pub struct Bundle {
@@ -80,6 +97,8 @@ pub struct Bundle {
     pub contracts: Vec<ContractUse>,
     /// Every figment its reference types and kinds include (transitively), sorted.
     pub figments: Vec<String>,
+    /// The EAGER channels it publishes, by name.
+    pub channels: Vec<Channel>,
     /// The directory holding its `bundle.toml`.
     pub dir: PathBuf,
     /// Its `bundle.toml`.

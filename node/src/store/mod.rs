@@ -95,6 +95,10 @@ macro_rules! with_reader {
     };
 }
 
+mod remote;
+
+pub use remote::{Applied, CachedRef, RemoteEffect, SubscriptionRow};
+
 /// A handle to a platform's store. Cheap to clone; all clones share one writer and one cache.
 #[derive(Clone)]
 pub struct Store {
@@ -107,6 +111,8 @@ struct Inner {
     cache: Option<Arc<ReadCache>>,
     writes: mpsc::Sender<WriteReq>,
     last_seq: watch::Receiver<u64>,
+    /// Moves the head when something other than the writer appends events (federation).
+    seq_tx: watch::Sender<u64>,
 }
 
 /// Map a database failure to the shared error; the cause is logged, not returned.
@@ -213,7 +219,7 @@ impl Store {
             epoch: epoch.clone(),
             cache: cache.clone(),
             max_batch: options.max_batch.max(1),
-            last_seq: seq_tx,
+            last_seq: seq_tx.clone(),
             statements: sql::Statements::new(backend.dialect()),
         };
         tokio::spawn(writer.run(rx));
@@ -224,6 +230,7 @@ impl Store {
                 cache,
                 writes: tx,
                 last_seq: seq_rx,
+                seq_tx,
             }),
         })
     }

@@ -144,6 +144,55 @@ CREATE TABLE bver_idempotency (
     PRIMARY KEY (principal, key)
 );
 "#,
+}, Migration {
+    version: 2,
+    name: "EAGER subscription cursors and remote resolution cache",
+    sqlite: r#"
+CREATE TABLE bver_subscriptions (
+    name       TEXT PRIMARY KEY,
+    peer       TEXT NOT NULL,
+    channel    TEXT NOT NULL,
+    epoch      TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    applied    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE bver_remote_cache (
+    namespace  TEXT NOT NULL,
+    repo       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    kind       TEXT,
+    value      TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    fetched_at INTEGER NOT NULL,
+    PRIMARY KEY (namespace, repo, id)
+) WITHOUT ROWID;
+"#,
+    postgres: r#"
+CREATE TABLE bver_subscriptions (
+    name       TEXT PRIMARY KEY,
+    peer       TEXT NOT NULL,
+    channel    TEXT NOT NULL,
+    epoch      TEXT NOT NULL,
+    seq        BIGINT NOT NULL,
+    applied    BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE bver_remote_cache (
+    namespace  TEXT NOT NULL,
+    repo       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    kind       TEXT,
+    value      TEXT NOT NULL,
+    version    BIGINT NOT NULL,
+    deleted    BOOLEAN NOT NULL,
+    updated_at BIGINT NOT NULL,
+    fetched_at BIGINT NOT NULL,
+    PRIMARY KEY (namespace, repo, id)
+);
+"#,
 }];
 
 /// The advisory lock key PostgreSQL processes take while migrating (`"bver-mig"` as bytes).

@@ -121,7 +121,12 @@ impl Writer {
                     cache.committed(states);
                 }
                 if let Some(seq) = last_seq {
-                    self.last_seq.send_replace(seq);
+                    // Federation appends events too (`Store::apply_remote`): never move back.
+                    self.last_seq.send_if_modified(|v| {
+                        let moved = seq > *v;
+                        *v = (*v).max(seq);
+                        moved
+                    });
                 }
                 for (req, result) in batch.drain(..).zip(results) {
                     let _ = req.reply.send(result);
@@ -173,7 +178,7 @@ struct BatchOutcome {
     last_seq: Option<u64>,
 }
 
-fn is_transient(e: &sqlx::Error) -> bool {
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();

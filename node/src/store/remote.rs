@@ -1,0 +1,448 @@
+//! The store's side of federation: channel reads for the EAGER publisher, and the
+//! subscriber's effectively-once apply (local trigger events, the remote resolution cache and
+//! the subscription cursor, in one transaction).
+//!
+//! **Invariant:** a subscription's cursor moves only in the transaction that writes the
+//! effects of the events it covers; an event at or below the stored cursor (same epoch) is
+//! dropped, so a batch delivered twice (a reconnect replays from the last cursor the
+//! *endpoint* saw, which may be ahead of or behind the stored one) applies once.
+
+use serde_json::Value;
+use sqlx::Row;
+
+use super::sql::{self, i64_of, u64_of};
+use super::types::{ChangeType, OutboxEvent, RefKey};
+use super::{Backend, Store, store_err};
+use bver_contracts::BverError;
+
+/// What one remote event does locally.
+#[derive(Debug, Clone)]
+pub struct RemoteEffect {
+    /// The event's sequence number at its origin (its position in the publisher's epoch).
+    pub origin_seq: u64,
+    /// The local named trigger to append to this platform's outbox, if any.
+    pub trigger: Option<String>,
+    /// Whether to keep the remote resolution cache fresh with this event's value.
+    pub cache: bool,
+    /// The remote reference.
+    pub key: RefKey,
+    /// Its version after the change.
+    pub version: u64,
+    /// Its kind after the change.
+    pub kind: Option<String>,
+    /// The built-in change at the origin (`updated` for a named trigger without one).
+    pub change: ChangeType,
+    /// RFC 6902 diff at the origin.
+    pub diff: Value,
+    /// The value after the change, when the publisher sent it.
+    pub value: Option<Value>,
+    /// The origin's commit time, unix milliseconds.
+    pub at: i64,
+}
+
+/// A subscription's persisted position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRow {
+    /// The subscription's name.
+    pub name: String,
+    /// The publishing peer.
+    pub peer: String,
+    /// The channel.
+    pub channel: String,
+    /// The publisher's epoch.
+    pub epoch: String,
+    /// The last applied sequence number in that epoch.
+    pub seq: u64,
+    /// How many events were applied in total.
+    pub applied: u64,
+    /// When the cursor last moved, unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// A reference held by the remote resolution cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedRef {
+    /// Which reference.
+    pub key: RefKey,
+    /// Its kind.
+    pub kind: Option<String>,
+    /// Its value (`null` when deleted).
+    pub value: Value,
+    /// Its version at the origin.
+    pub version: u64,
+    /// Whether the origin deleted it.
+    pub deleted: bool,
+    /// The origin's time of that version, unix milliseconds.
+    pub updated_at: i64,
+    /// When this platform last learned it (event or fetch), unix milliseconds.
+    pub fetched_at: i64,
+}
+
+/// The outcome of [`Store::apply_remote`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// Events applied now.
+    pub applied: u64,
+    /// Events dropped as already applied.
+    pub duplicates: u64,
+    /// The highest local outbox sequence number written, if any event was appended.
+    pub last_local_seq: Option<u64>,
+}
+
+const SUB_COLUMNS: &str = "name, peer, channel, epoch, seq, applied, updated_at";
+const CACHE_COLUMNS: &str = "namespace, repo, id, kind, value, version, deleted, updated_at, fetched_at";
+
+fn now_ms() -> i64 {
+    super::now_ms()
+}
+
+fn sub_of<R: Row>(r: &R) -> Result<SubscriptionRow, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(SubscriptionRow {
+        name: r.try_get(0)?,
+        peer: r.try_get(1)?,
+        channel: r.try_get(2)?,
+        epoch: r.try_get(3)?,
+        seq: u64_of(r.try_get(4)?),
+        applied: u64_of(r.try_get(5)?),
+        updated_at: r.try_get(6)?,
+    })
+}
+
+fn cached_of<R: Row>(r: &R) -> Result<CachedRef, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let value: String = r.try_get(4)?;
+    Ok(CachedRef {
+        key: RefKey::new(
+            r.try_get::<String, _>(0)?,
+            r.try_get::<String, _>(1)?,
+            r.try_get::<String, _>(2)?,
+        ),
+        kind: r.try_get(3)?,
+        value: serde_json::from_str(&value).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        version: u64_of(r.try_get(5)?),
+        deleted: r.try_get(6)?,
+        updated_at: r.try_get(7)?,
+        fetched_at: r.try_get(8)?,
+    })
+}
+
+/// The statements of one apply, written once and run on either backend's transaction.
+macro_rules! apply_in {
+    ($tx:ident, $pg:expr, $name:expr, $peer:expr, $channel:expr, $epoch:expr, $effects:expr, $local_epoch:expr) => {{
+        let lock = if $pg { " FOR UPDATE" } else { "" };
+        let stored = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SUB_COLUMNS} FROM bver_subscriptions WHERE name = $1{lock}"
+        )))
+        .bind($name)
+        .fetch_optional(&mut *$tx)
+        .await?
+        .map(|r| sub_of(&r))
+        .transpose()?;
+        let after = match &stored {
+            Some(s) if s.epoch == $epoch => s.seq,
+            _ => 0,
+        };
+        let fresh: Vec<&RemoteEffect> = $effects.iter().filter(|e| e.origin_seq > after).collect();
+        let duplicates = ($effects.len() - fresh.len()) as u64;
+        let now = now_ms();
+        let mut last_local_seq = None;
+        if let Some(last) = fresh.last() {
+            for e in fresh.iter().filter(|e| e.cache) {
+                let deleted = e.change == ChangeType::Deleted;
+                let value = e.value.clone().unwrap_or(Value::Null);
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO bver_remote_cache ({CACHE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (namespace, repo, id) DO UPDATE SET kind = excluded.kind, value = excluded.value, \
+                     version = excluded.version, deleted = excluded.deleted, updated_at = excluded.updated_at, \
+                     fetched_at = excluded.fetched_at WHERE bver_remote_cache.version <= excluded.version"
+                )))
+                .bind(&e.key.namespace)
+                .bind(&e.key.repo)
+                .bind(&e.key.id)
+                .bind(&e.kind)
+                .bind(value.to_string())
+                .bind(i64_of(e.version))
+                .bind(deleted)
+                .bind(e.at)
+                .bind(now)
+                .execute(&mut *$tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO bver_subscriptions (name, peer, channel, epoch, seq, applied, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO UPDATE SET peer = excluded.peer, \
+                 channel = excluded.channel, epoch = excluded.epoch, seq = excluded.seq, \
+                 applied = bver_subscriptions.applied + excluded.applied, updated_at = excluded.updated_at",
+            )
+            .bind($name)
+            .bind($peer)
+            .bind($channel)
+            .bind($epoch)
+            .bind(i64_of(last.origin_seq))
+            .bind(fresh.len() as i64)
+            .bind(now)
+            .execute(&mut *$tx)
+            .await?;
+            let emitted: Vec<(&RemoteEffect, &str)> = fresh
+                .iter()
+                .filter_map(|e| e.trigger.as_deref().map(|t| (*e, t)))
+                .collect();
+            if !emitted.is_empty() {
+                let n = emitted.len() as i64;
+                // The outbox counter: on PostgreSQL its row lock is held to commit, so
+                // sequence order stays commit order (see the writer's module docs); on SQLite
+                // the transaction is exclusive.
+                let last: i64 = sqlx::query(
+                    "UPDATE bver_outbox_seq SET value = value + $1 WHERE id = 1 RETURNING value",
+                )
+                .bind(n)
+                .fetch_one(&mut *$tx)
+                .await?
+                .try_get(0)?;
+                let first = last - n + 1;
+                let principal = format!("peer:{}", $peer);
+                let operation = format!("eager.{}", $channel);
+                for (i, (e, trigger)) in emitted.iter().enumerate() {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "INSERT INTO bver_events ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                        sql::EVENT_COLUMNS
+                    )))
+                    .bind(first + i as i64)
+                    .bind($local_epoch)
+                    .bind(*trigger)
+                    .bind(&e.key.namespace)
+                    .bind(&e.key.repo)
+                    .bind(&e.key.id)
+                    .bind(i64_of(e.version))
+                    .bind(&e.kind)
+                    .bind(e.change.as_str())
+                    .bind(e.diff.to_string())
+                    .bind(&principal)
+                    .bind(&operation)
+                    .bind(format!("{}/{}/{}", $peer, $epoch, e.origin_seq))
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
+                }
+                last_local_seq = Some(u64_of(last));
+            }
+        }
+        Ok::<_, sqlx::Error>(Applied {
+            applied: fresh.len() as u64,
+            duplicates,
+            last_local_seq,
+        })
+    }};
+}
+
+impl Store {
+    /// The highest committed outbox sequence number (read from the database).
+    pub async fn outbox_head(&self) -> Result<u64, BverError> {
+        with_reader!(&self.inner.backend, |conn| {
+            sqlx::query("SELECT value FROM bver_outbox_seq WHERE id = 1")
+                .fetch_one(conn)
+                .await
+                .and_then(|r| r.try_get::<i64, _>(0))
+        })
+        .map(u64_of)
+        .map_err(store_err)
+    }
+
+    /// Outbox events with `from <= seq <= to` whose trigger is one of `triggers`, in order,
+    /// at most `limit`, each with the value of the version it announces (when that version
+    /// is stored here).
+    pub async fn channel_events(
+        &self,
+        triggers: &[String],
+        from: u64,
+        to: u64,
+        limit: u32,
+    ) -> Result<Vec<(OutboxEvent, Option<Value>)>, BverError> {
+        if triggers.is_empty() || from > to {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (0..triggers.len()).map(|i| format!("${}", i + 4)).collect();
+        let text = format!(
+            "SELECT e.seq AS seq, e.epoch AS epoch, e.trigger AS trigger, e.namespace AS namespace, \
+             e.repo AS repo, e.id AS id, e.version AS version, e.kind AS kind, e.change AS change, \
+             e.diff AS diff, e.principal AS principal, e.operation AS operation, \
+             e.request_id AS request_id, e.at AS at, v.value AS value, v.deleted AS deleted \
+             FROM bver_events e LEFT JOIN bver_versions v ON v.namespace = e.namespace \
+             AND v.repo = e.repo AND v.id = e.id AND v.version = e.version \
+             WHERE e.seq >= $1 AND e.seq <= $2 AND e.trigger IN ({}) ORDER BY e.seq LIMIT $3",
+            list.join(", ")
+        );
+        with_reader!(&self.inner.backend, |conn| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(text))
+                .bind(i64_of(from))
+                .bind(i64_of(to))
+                .bind(i64::from(limit.max(1)));
+            for t in triggers {
+                q = q.bind(t);
+            }
+            q.fetch_all(conn).await.and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let ev = sql::event_of(r)?;
+                        let value: Option<String> = r.try_get("value")?;
+                        let deleted: Option<bool> = r.try_get("deleted")?;
+                        let value = match (value, deleted) {
+                            (Some(_), Some(true)) => Some(Value::Null),
+                            (Some(v), _) => Some(
+                                serde_json::from_str(&v)
+                                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                            ),
+                            (None, _) => None,
+                        };
+                        Ok((ev, value))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            })
+        })
+        .map_err(store_err)
+    }
+
+    /// The persisted position of subscription `name`.
+    pub async fn subscription(&self, name: &str) -> Result<Option<SubscriptionRow>, BverError> {
+        let text = format!("SELECT {SUB_COLUMNS} FROM bver_subscriptions WHERE name = $1");
+        with_reader!(&self.inner.backend, |conn| {
+            sqlx::query(sqlx::AssertSqlSafe(text))
+                .bind(name)
+                .fetch_optional(conn)
+                .await
+                .and_then(|r| r.map(|r| sub_of(&r)).transpose())
+        })
+        .map_err(store_err)
+    }
+
+    /// Every persisted subscription position, by name.
+    pub async fn subscriptions(&self) -> Result<Vec<SubscriptionRow>, BverError> {
+        let text = format!("SELECT {SUB_COLUMNS} FROM bver_subscriptions ORDER BY name");
+        with_reader!(&self.inner.backend, |conn| {
+            sqlx::query(sqlx::AssertSqlSafe(text))
+                .fetch_all(conn)
+                .await
+                .and_then(|rows| rows.iter().map(sub_of).collect::<Result<Vec<_>, _>>())
+        })
+        .map_err(store_err)
+    }
+
+    /// Apply a batch of remote events of subscription `name` (peer, channel, the publisher's
+    /// `epoch`) effectively once: in one transaction, drop those at or below the stored
+    /// cursor, append a local outbox event for each that emits a trigger, refresh the remote
+    /// resolution cache, and move the cursor to the last one. `effects` are in increasing
+    /// `origin_seq` order.
+    pub async fn apply_remote(
+        &self,
+        name: &str,
+        peer: &str,
+        channel: &str,
+        epoch: &str,
+        effects: &[RemoteEffect],
+    ) -> Result<Applied, BverError> {
+        if effects.is_empty() {
+            return Ok(Applied::default());
+        }
+        let local_epoch = self.inner.epoch.clone();
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            let r = match &self.inner.backend {
+                Backend::Sqlite { write, .. } => {
+                    async {
+                        let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                        let out = apply_in!(tx, false, name, peer, channel, epoch, effects, &local_epoch)?;
+                        tx.commit().await?;
+                        Ok::<_, sqlx::Error>(out)
+                    }
+                    .await
+                }
+                Backend::Postgres { pool } => {
+                    async {
+                        let mut tx = sqlx::Acquire::begin(pool).await?;
+                        let out = apply_in!(tx, true, name, peer, channel, epoch, effects, &local_epoch)?;
+                        tx.commit().await?;
+                        Ok::<_, sqlx::Error>(out)
+                    }
+                    .await
+                }
+            };
+            match r {
+                Err(e) if attempt < 5 && super::writer::is_transient(&e) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5 << attempt)).await;
+                }
+                other => break other,
+            }
+        };
+        let applied = outcome.map_err(store_err)?;
+        if let Some(seq) = applied.last_local_seq {
+            self.inner.seq_tx.send_if_modified(|v| {
+                let moved = seq > *v;
+                *v = (*v).max(seq);
+                moved
+            });
+        }
+        Ok(applied)
+    }
+
+    /// The cached state of a remote reference.
+    pub async fn cached(&self, key: &RefKey) -> Result<Option<CachedRef>, BverError> {
+        let text = format!(
+            "SELECT {CACHE_COLUMNS} FROM bver_remote_cache WHERE namespace = $1 AND repo = $2 AND id = $3"
+        );
+        with_reader!(&self.inner.backend, |conn| {
+            sqlx::query(sqlx::AssertSqlSafe(text))
+                .bind(&key.namespace)
+                .bind(&key.repo)
+                .bind(&key.id)
+                .fetch_optional(conn)
+                .await
+                .and_then(|r| r.map(|r| cached_of(&r)).transpose())
+        })
+        .map_err(store_err)
+    }
+
+    /// Store a reference fetched from its owner in the remote resolution cache (a newer
+    /// version already cached wins).
+    pub async fn cache_put(&self, entry: &CachedRef) -> Result<(), BverError> {
+        let text = format!(
+            "INSERT INTO bver_remote_cache ({CACHE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (namespace, repo, id) DO UPDATE SET kind = excluded.kind, value = excluded.value, \
+             version = excluded.version, deleted = excluded.deleted, updated_at = excluded.updated_at, \
+             fetched_at = excluded.fetched_at WHERE bver_remote_cache.version <= excluded.version"
+        );
+        macro_rules! put {
+            ($conn:expr) => {
+                sqlx::query(sqlx::AssertSqlSafe(text))
+                    .bind(&entry.key.namespace)
+                    .bind(&entry.key.repo)
+                    .bind(&entry.key.id)
+                    .bind(&entry.kind)
+                    .bind(entry.value.to_string())
+                    .bind(i64_of(entry.version))
+                    .bind(entry.deleted)
+                    .bind(entry.updated_at)
+                    .bind(entry.fetched_at)
+                    .execute($conn)
+                    .await
+                    .map(|_| ())
+            };
+        }
+        match &self.inner.backend {
+            Backend::Sqlite { write, .. } => put!(write),
+            Backend::Postgres { pool } => put!(pool),
+        }
+        .map_err(store_err)
+    }
+}
