@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod contracts;
 mod debug;
+mod eager;
 mod get;
 mod manifest;
 mod mcp;
@@ -43,6 +44,14 @@ enum Command {
     Token(token::TokenArgs),
     /// Manage the platform key (rotation).
     Key(token::KeyArgs),
+    /// This platform's identity on EAGER (`bver node id`).
+    Node(eager::NodeArgs),
+    /// Peer platforms: add, list, remove.
+    Peer(eager::PeerArgs),
+    /// Grants for subscriber platforms (`bver grant issue`).
+    Grant(eager::GrantArgs),
+    /// The live state of this platform's subscriptions.
+    Subscriptions(eager::SubscriptionsArgs),
     /// Commands for tests and benchmarks (not a stable interface).
     #[command(hide = true)]
     Debug(debug::DebugArgs),
@@ -61,6 +70,10 @@ pub fn main() -> ExitCode {
         Command::Mcp(args) => mcp::run(args),
         Command::Token(args) => token::run_token(args),
         Command::Key(args) => token::run_key(args),
+        Command::Node(args) => eager::run_node(args),
+        Command::Peer(args) => eager::run_peer(args),
+        Command::Grant(args) => eager::run_grant(args),
+        Command::Subscriptions(args) => eager::run_subscriptions(args),
         Command::Debug(args) => debug::run(args),
     }
 }

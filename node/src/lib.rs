@@ -12,5 +12,6 @@ pub mod cli;
 pub mod datadir;
 pub mod domain;
 pub mod mcp;
+pub mod federation;
 pub mod serve;
 pub mod store;

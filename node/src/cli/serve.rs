@@ -59,6 +59,13 @@ pub(crate) struct ServeArgs {
     /// allowed hosts, any port].
     #[arg(long, env = "BVER_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
     mcp_allowed_origins: Vec<String>,
+    /// EAGER listen address (UDP, QUIC) [default: 127.0.0.1:7701, or a free loopback port
+    /// if that one is taken].
+    #[arg(long, env = "BVER_EAGER_LISTEN")]
+    eager_listen: Option<SocketAddr>,
+    /// Do not serve EAGER (no federation).
+    #[arg(long, env = "BVER_NO_EAGER")]
+    no_eager: bool,
     /// A TOML configuration file (keys as the flags, with `_`).
     #[arg(long, env = "BVER_CONFIG")]
     config: Option<PathBuf>,
@@ -119,6 +126,14 @@ fn resolve(args: ServeArgs) -> Result<ServeConfig, String> {
     } else {
         args.mcp_allowed_origins
     };
+    c.federation.listen = args.eager_listen.or(file.eager_listen);
+    c.federation.disabled = args.no_eager || file.eager_disabled.unwrap_or(false);
+    c.federation.peers = file.peers.unwrap_or_default();
+    c.federation.subscriptions = file.subscriptions.unwrap_or_default();
+    if let Some(a) = file.remote_cache_max_age {
+        c.federation.cache_max_age = humantime::parse_duration(&a)
+            .map_err(|e| format!("remote_cache_max_age `{a}`: {e}"))?;
+    }
     Ok(c)
 }
 
@@ -194,7 +209,24 @@ async fn serve_until_signal(config: ServeConfig) -> ExitCode {
     }
     println!("  REST     {base}/v1   (OpenAPI {base}/openapi.json)");
     println!("  MCP      {base}/mcp   (Streamable HTTP; stdio: bver mcp)");
-    println!("  EAGER    not served yet (QUIC, ALPN bver-eager/1)");
+    match running.eager_addr {
+        Some(a) => println!(
+            "  EAGER    quic://{a}   (UDP, ALPN {}, key fingerprint {})",
+            crate::federation::Federation::alpn(),
+            running.key_fingerprint
+        ),
+        None => println!("  EAGER    not served (--no-eager)"),
+    }
+    let subs = running.federation().states();
+    if !subs.is_empty() {
+        println!(
+            "           subscriptions: {}",
+            subs.iter()
+                .map(|s| format!("{} ({} / {})", s.name, s.peer, s.channel))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!("  health   {base}/healthz  {base}/readyz  keys {base}/.well-known/jwks.json");
     if insecure {
         println!();

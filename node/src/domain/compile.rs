@@ -21,8 +21,8 @@ use super::load::{
 use super::names;
 use super::ops::REF_OPERATIONS;
 use super::registry::{
-    Action, Bundle, Channel, ContractUse, DeclaredTrigger, Domain, Figment, FigmentOperation, Kind, Policy,
-    RefEvent, RefType, Role, Trigger, TriggerSource,
+    Action, Bundle, Channel, ContractUse, DeclaredTrigger, Domain, Figment, FigmentOperation, Kind,
+    Policy, RefEvent, RefType, Role, Trigger, TriggerSource,
 };
 use super::schema::{self, Part};
 
@@ -1762,7 +1762,11 @@ fn compile_channels(
         for r in &c.repos {
             match ref_types.get(&r.value) {
                 Some(rt) => {
-                    for t in rt.triggers.iter().filter(|t| t.source == TriggerSource::BuiltIn) {
+                    for t in rt
+                        .triggers
+                        .iter()
+                        .filter(|t| t.source == TriggerSource::BuiltIn)
+                    {
                         triggers.insert(t.name.clone());
                     }
                 }
@@ -1778,7 +1782,10 @@ fn compile_channels(
         let scope = match &c.scope {
             Some(s) => {
                 if bver_auth::Scope::parse(&s.value).is_err() {
-                    errors.push(invalid(&s.loc, format!("`{}` is not a valid scope", s.value)));
+                    errors.push(invalid(
+                        &s.loc,
+                        format!("`{}` is not a valid scope", s.value),
+                    ));
                 }
                 s.value.clone()
             }

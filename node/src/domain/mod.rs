@@ -32,8 +32,8 @@ pub use contract::CONTRACT_FILE;
 pub use error::{DefinitionError, DefinitionErrorKind, DefinitionErrors, Location};
 pub use load::{BUNDLE_FILE, FIGMENT_FILE};
 pub use registry::{
-    Action, Bundle, Channel, ContractUse, DeclaredTrigger, Domain, Figment, FigmentOperation, Kind, Policy,
-    RefEvent, RefType, Role, Trigger, TriggerSource, Violation,
+    Action, Bundle, Channel, ContractUse, DeclaredTrigger, Domain, Figment, FigmentOperation, Kind,
+    Policy, RefEvent, RefType, Role, Trigger, TriggerSource, Violation,
 };
 
 /// Load and compile a platform's domain from `dirs`.

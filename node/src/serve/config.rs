@@ -52,6 +52,16 @@ pub struct FileConfig {
     pub mcp_allowed_hosts: Option<Vec<String>>,
     /// `Origin` values `/mcp` accepts (`["*"]`: any).
     pub mcp_allowed_origins: Option<Vec<String>>,
+    /// EAGER listen address (UDP) [default: 127.0.0.1:7701].
+    pub eager_listen: Option<SocketAddr>,
+    /// Do not serve EAGER.
+    pub eager_disabled: Option<bool>,
+    /// How long a cached remote reference may be served, e.g. `30s`.
+    pub remote_cache_max_age: Option<String>,
+    /// Peer platforms (`[[peers]]`).
+    pub peers: Option<Vec<crate::federation::PeerEntry>>,
+    /// Subscriptions to peers' channels (`[[subscriptions]]`).
+    pub subscriptions: Option<Vec<crate::federation::SubscriptionEntry>>,
 }
 
 impl FileConfig {
@@ -124,6 +134,8 @@ pub struct ServeConfig {
     pub mcp_allowed_hosts: Vec<String>,
     /// `Origin` values `/mcp` accepts; empty: http(s) origins on the allowed hosts.
     pub mcp_allowed_origins: Vec<String>,
+    /// Federation: EAGER listener, peers, subscriptions.
+    pub federation: crate::federation::FederationConfig,
 }
 
 impl ServeConfig {
@@ -148,6 +160,7 @@ impl ServeConfig {
             pool_size: 8,
             mcp_allowed_hosts: Vec::new(),
             mcp_allowed_origins: Vec::new(),
+            federation: crate::federation::FederationConfig::default(),
         }
     }
 }

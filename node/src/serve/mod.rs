@@ -52,6 +52,11 @@ pub struct Running {
     pub sqlite_path: Option<std::path::PathBuf>,
     /// Scopes a full administrator token should carry for this domain.
     pub admin_scopes: String,
+    /// Where EAGER listens (`None`: not served).
+    pub eager_addr: Option<SocketAddr>,
+    /// Hex SHA-256 fingerprint of the platform's current public key.
+    pub key_fingerprint: String,
+    federation: crate::federation::Federation,
     state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
@@ -60,6 +65,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The federation (EAGER endpoint, subscriptions).
+    pub fn federation(&self) -> &crate::federation::Federation {
+        &self.federation
+    }
+
     /// The shared state (for tests and embedding).
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
@@ -67,8 +77,9 @@ impl Running {
 
     /// Stop: refuse new requests (503), let in-flight ones finish (at most the grace period),
     /// then return.
-    pub async fn shutdown(self) -> Result<(), BverError> {
+    pub async fn shutdown(mut self) -> Result<(), BverError> {
         self.state.draining.store(true, Ordering::SeqCst);
+        self.federation.close().await;
         let _ = self.shutdown.send(true);
         self.reloader.abort();
         match tokio::time::timeout(self.grace, self.server).await {
@@ -137,7 +148,21 @@ pub async fn start(config: ServeConfig) -> Result<Running, BverError> {
     } = platform::open(&config).await?;
     let now = bver_auth::unix_now();
     let auth = AuthState::new(verifier, keys.jwks(now), revocations.clone());
-    let backend = broker.store().backend_name();
+    // Federation needs the store (its outbox and values) and gives the resolver that routes
+    // peers' namespaces; the broker is rebuilt around that resolver.
+    let store = broker.store().clone();
+    let backend = store.backend_name();
+    let (federation, resolver) = crate::federation::start(crate::federation::Parts {
+        platform: &identity.platform_id,
+        keys: data.key_set(now)?.0,
+        revocations: revocations.clone(),
+        store: store.clone(),
+        domain: &domain,
+        config: &config.federation,
+        data: &data,
+    })
+    .await?;
+    let broker = crate::broker::Broker::with_resolver(domain.clone(), store, resolver)?;
     let openapi = openapi::document(&domain, &identity.platform_id);
     let state = Arc::new(AppState::new(StateParts {
         broker,
@@ -195,6 +220,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, BverError> {
         backend,
         sqlite_path,
         admin_scopes: admin_scopes(&domain),
+        eager_addr: federation.addr,
+        key_fingerprint: federation.fingerprint.clone(),
+        federation,
         state,
         shutdown,
         server,

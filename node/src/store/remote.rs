@@ -90,7 +90,8 @@ pub struct Applied {
 }
 
 const SUB_COLUMNS: &str = "name, peer, channel, epoch, seq, applied, updated_at";
-const CACHE_COLUMNS: &str = "namespace, repo, id, kind, value, version, deleted, updated_at, fetched_at";
+const CACHE_COLUMNS: &str =
+    "namespace, repo, id, kind, value, version, deleted, updated_at, fetched_at";
 
 fn now_ms() -> i64 {
     super::now_ms()
@@ -362,7 +363,16 @@ impl Store {
                 Backend::Sqlite { write, .. } => {
                     async {
                         let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                        let out = apply_in!(tx, false, name, peer, channel, epoch, effects, &local_epoch)?;
+                        let out = apply_in!(
+                            tx,
+                            false,
+                            name,
+                            peer,
+                            channel,
+                            epoch,
+                            effects,
+                            &local_epoch
+                        )?;
                         tx.commit().await?;
                         Ok::<_, sqlx::Error>(out)
                     }
@@ -371,7 +381,8 @@ impl Store {
                 Backend::Postgres { pool } => {
                     async {
                         let mut tx = sqlx::Acquire::begin(pool).await?;
-                        let out = apply_in!(tx, true, name, peer, channel, epoch, effects, &local_epoch)?;
+                        let out =
+                            apply_in!(tx, true, name, peer, channel, epoch, effects, &local_epoch)?;
                         tx.commit().await?;
                         Ok::<_, sqlx::Error>(out)
                     }

@@ -13,10 +13,11 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Append only: never edit a released migration.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "refs, versions, outbox, idempotency",
-    sqlite: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "refs, versions, outbox, idempotency",
+        sqlite: r#"
 CREATE TABLE bver_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -80,7 +81,7 @@ CREATE TABLE bver_idempotency (
     PRIMARY KEY (principal, key)
 ) WITHOUT ROWID;
 "#,
-    postgres: r#"
+        postgres: r#"
 CREATE TABLE bver_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -144,10 +145,11 @@ CREATE TABLE bver_idempotency (
     PRIMARY KEY (principal, key)
 );
 "#,
-}, Migration {
-    version: 2,
-    name: "EAGER subscription cursors and remote resolution cache",
-    sqlite: r#"
+    },
+    Migration {
+        version: 2,
+        name: "EAGER subscription cursors and remote resolution cache",
+        sqlite: r#"
 CREATE TABLE bver_subscriptions (
     name       TEXT PRIMARY KEY,
     peer       TEXT NOT NULL,
@@ -170,7 +172,7 @@ CREATE TABLE bver_remote_cache (
     PRIMARY KEY (namespace, repo, id)
 ) WITHOUT ROWID;
 "#,
-    postgres: r#"
+        postgres: r#"
 CREATE TABLE bver_subscriptions (
     name       TEXT PRIMARY KEY,
     peer       TEXT NOT NULL,
@@ -193,7 +195,8 @@ CREATE TABLE bver_remote_cache (
     PRIMARY KEY (namespace, repo, id)
 );
 "#,
-}];
+    },
+];
 
 /// The advisory lock key PostgreSQL processes take while migrating (`"bver-mig"` as bytes).
 pub(crate) const PG_MIGRATION_LOCK: i64 = 0x6276_6572_2d6d_6967;

@@ -1,0 +1,331 @@
+//! Federation: the node's side of EAGER.
+//!
+//! [`start`] binds the EAGER endpoint (QUIC, ALPN `bver-eager/1`) with the platform key,
+//! serving the outbox by channel ([`sources::StoreEvents`]: the channels the domain declares),
+//! the store for remote resolution ([`sources::StorePointers`]) and grants checked by the
+//! platform's verifier (issuer = audience = the platform id, revocations shared with the HTTP
+//! API). It starts the configured subscriptions ([`subscriptions`]) and builds the resolver:
+//! the domain's namespaces locally, each peer's namespaces over EAGER (through the remote
+//! resolution cache when a subscription keeps it fresh, [`cache`]).
+//!
+//! **Architecture Invariant:** `eager` does not know the node; this module is the only place
+//! that adapts the store and the verifier to its traits.
+
+pub mod cache;
+pub mod config;
+pub mod sources;
+pub mod subscriptions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bver_auth::{KeySet, Revocations, Verifier, VerifierConfig};
+use bver_contracts::BverError;
+use bver_eager::transport::{EagerConfig, EagerEndpoint, PeerConfig, Services};
+use bver_eager::wire::ALPN;
+use bver_resolver::{Adapter, Resolver};
+use serde_json::json;
+
+pub use config::{FederationConfig, PeerEntry, SubscriptionEntry};
+pub use subscriptions::{States, SubscriptionState};
+
+use self::cache::CacheAdapter;
+use self::config::{DEFAULT_EAGER_LISTEN, config_error, merged_peers, parse_fingerprint};
+use self::sources::{StoreEvents, StorePointers};
+use crate::broker::LocalAdapter;
+use crate::datadir::DataDir;
+use crate::domain::Domain;
+use crate::store::Store;
+
+/// What [`start`] needs.
+pub struct Parts<'a> {
+    /// This platform's id.
+    pub platform: &'a str,
+    /// Its keys.
+    pub keys: KeySet,
+    /// The revocations the HTTP API uses too (reloaded from the data directory).
+    pub revocations: Arc<Revocations>,
+    /// The store.
+    pub store: Store,
+    /// The compiled domain (owned namespaces, channels).
+    pub domain: &'a Domain,
+    /// The configuration.
+    pub config: &'a FederationConfig,
+    /// The data directory (`peers.json`, the status file).
+    pub data: &'a DataDir,
+}
+
+/// The running federation of a node.
+pub struct Federation {
+    endpoint: Option<EagerEndpoint>,
+    /// Where EAGER listens (`None` when disabled).
+    pub addr: Option<SocketAddr>,
+    /// Hex SHA-256 fingerprint of the platform's current public key (what peers pin).
+    pub fingerprint: String,
+    states: States,
+    subs: Vec<subscriptions::Running>,
+    status: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("addr", &self.addr)
+            .field("subscriptions", &self.subs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Federation {
+    /// The live state of every subscription.
+    pub fn states(&self) -> Vec<SubscriptionState> {
+        self.states
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The shared state map (for the HTTP surface).
+    pub fn state_map(&self) -> States {
+        self.states.clone()
+    }
+
+    /// The EAGER endpoint, when served.
+    pub fn endpoint(&self) -> Option<&EagerEndpoint> {
+        self.endpoint.as_ref()
+    }
+
+    /// The ALPN EAGER is served with.
+    pub fn alpn() -> &'static str {
+        std::str::from_utf8(ALPN).unwrap_or("bver-eager/1")
+    }
+
+    /// Stop the subscriptions and close the endpoint.
+    pub async fn close(&mut self) {
+        for s in self.subs.drain(..) {
+            s.handle.stop();
+            s.applier.abort();
+        }
+        if let Some(t) = self.status.take() {
+            t.abort();
+        }
+        if let Some(e) = &self.endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(2), e.close()).await;
+        }
+    }
+}
+
+/// Hex of a key fingerprint.
+pub fn fingerprint_hex(fp: &[u8; 32]) -> String {
+    hex::encode(fp)
+}
+
+/// Start federation (see the module docs) and return it with the routed resolver.
+pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError> {
+    let Parts {
+        platform,
+        keys,
+        revocations,
+        store,
+        domain,
+        config,
+        data,
+    } = parts;
+    let fingerprint = fingerprint_hex(&keys.current().public_key().fingerprint());
+    let owned: Vec<String> = domain.namespaces().map(|(ns, _)| ns.to_owned()).collect();
+    let mut resolver = Resolver::new();
+    let local = Arc::new(LocalAdapter::new(store.clone()));
+    for ns in &owned {
+        resolver.route(ns.clone(), local.clone());
+    }
+    let states: States = Arc::default();
+    if config.disabled {
+        return Ok((
+            Federation {
+                endpoint: None,
+                addr: None,
+                fingerprint,
+                states,
+                subs: Vec::new(),
+                status: None,
+            },
+            resolver,
+        ));
+    }
+
+    let peers = merged_peers(&config.peers, data.root())?;
+    let mut peer_configs = Vec::new();
+    for p in &peers {
+        if p.id == platform {
+            return Err(config_error(format!(
+                "peer `{}` is this platform itself",
+                p.id
+            )));
+        }
+        let fingerprints = p
+            .fingerprints
+            .iter()
+            .map(|f| parse_fingerprint(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        if fingerprints.is_empty() {
+            return Err(config_error(format!(
+                "peer `{}` has no key fingerprint to pin (`bver node id` on that platform prints it)",
+                p.id
+            )));
+        }
+        peer_configs.push(PeerConfig {
+            platform: p.id.clone(),
+            addr: p.addr,
+            fingerprints,
+        });
+    }
+
+    let channels: Vec<crate::domain::Channel> = domain
+        .bundles()
+        .iter()
+        .flat_map(|b| b.channels.iter().cloned())
+        .collect();
+    let grants = Verifier::new(
+        VerifierConfig::new(platform.to_owned(), platform.to_owned()),
+        &keys,
+        revocations,
+    );
+    let services = Services {
+        events: Arc::new(StoreEvents::new(
+            store.clone(),
+            platform.to_owned(),
+            channels,
+        )),
+        pointers: Arc::new(StorePointers::new(store.clone(), owned.clone())),
+        grants: Arc::new(grants),
+    };
+    let keys = Arc::new(keys);
+    let make = |listen: SocketAddr| {
+        let mut c = EagerConfig::new(platform.to_owned(), Arc::clone(&keys), listen);
+        c.peers = peer_configs.clone();
+        c.reconnect_base = config.reconnect_base;
+        c.reconnect_max = Duration::from_secs(5);
+        c.grant_recheck = Duration::from_secs(1);
+        c
+    };
+    let endpoint = match config.listen {
+        Some(listen) => EagerEndpoint::start(make(listen), services)?,
+        None => {
+            let default: SocketAddr = DEFAULT_EAGER_LISTEN
+                .parse()
+                .map_err(|_| config_error("bad default EAGER address".into()))?;
+            match EagerEndpoint::start(make(default), services.clone()) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(
+                        "EAGER: {} ({}); listening on another loopback port instead",
+                        e.message,
+                        DEFAULT_EAGER_LISTEN
+                    );
+                    EagerEndpoint::start(make(SocketAddr::from(([127, 0, 0, 1], 0))), services)?
+                }
+            }
+        }
+    };
+    let addr = endpoint.local_addr()?;
+
+    // Peers' namespaces: resolved over EAGER, through the cache when a subscription keeps it.
+    for p in &peers {
+        let grant = p.grant.clone().unwrap_or_default();
+        let peer: Arc<dyn Adapter> = Arc::new(endpoint.adapter(p.id.clone(), grant));
+        let cached = config
+            .subscriptions
+            .iter()
+            .any(|s| s.peer == p.id && s.cache);
+        let adapter: Arc<dyn Adapter> = if cached {
+            Arc::new(CacheAdapter::new(store.clone(), peer, config.cache_max_age))
+        } else {
+            peer
+        };
+        for ns in &p.namespaces {
+            if owned.contains(ns) {
+                return Err(config_error(format!(
+                    "peer `{}` is configured to own namespace `{ns}`, which this platform owns",
+                    p.id
+                )));
+            }
+            resolver.route(ns.clone(), adapter.clone());
+        }
+    }
+
+    let mut subs = Vec::new();
+    for s in &config.subscriptions {
+        let Some(peer) = peers.iter().find(|p| p.id == s.peer) else {
+            return Err(config_error(format!(
+                "subscription `{}`: `{}` is not a configured peer",
+                s.name(),
+                s.peer
+            )));
+        };
+        let grant = peer.grant.clone().ok_or_else(|| {
+            config_error(format!(
+                "subscription `{}`: no grant from `{}` (run `bver grant issue` there and give it with `bver peer add --grant` or `grant` in [[peers]])",
+                s.name(),
+                s.peer
+            ))
+        })?;
+        subs.push(subscriptions::start(&endpoint, store.clone(), s, grant, states.clone()).await?);
+    }
+    let status = tokio::spawn(status_loop(
+        data.clone(),
+        platform.to_owned(),
+        addr,
+        fingerprint.clone(),
+        states.clone(),
+    ));
+    Ok((
+        Federation {
+            endpoint: Some(endpoint),
+            addr: Some(addr),
+            fingerprint,
+            states,
+            subs,
+            status: Some(status),
+        },
+        resolver,
+    ))
+}
+
+/// The status file `DATA/federation.json`: where EAGER listens and the live state of each
+/// subscription, rewritten every second (what `bver node id` and `bver subscriptions` read).
+pub fn status_path(data: &DataDir) -> std::path::PathBuf {
+    data.root().join("federation.json")
+}
+
+async fn status_loop(
+    data: DataDir,
+    platform: String,
+    addr: SocketAddr,
+    fingerprint: String,
+    states: States,
+) {
+    let path = status_path(&data);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let subs: Vec<SubscriptionState> = states
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        let doc = json!({
+            "platform": platform,
+            "eager": addr.to_string(),
+            "alpn": Federation::alpn(),
+            "fingerprint": fingerprint,
+            "pid": std::process::id(),
+            "updated_at": bver_auth::unix_now(),
+            "subscriptions": subs,
+        });
+        let tmp = path.with_extension("json.tmp");
+        let ok = std::fs::write(&tmp, doc.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = ok {
+            tracing::debug!(error = %e, "federation status not written");
+        }
+    }
+}
