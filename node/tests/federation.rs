@@ -1,0 +1,572 @@
+//! Federation between separate `bver serve` processes, each with its own data directory and
+//! SQLite database, over real QUIC on loopback: subscribe and receive (a mutation on `sites`
+//! becomes a local trigger event on `ops`), replay from a cursor, restarts of the subscriber
+//! (SIGKILL) and of the publisher (SIGTERM) mid-stream with nothing lost, nothing applied
+//! twice and order kept, remote resolution with and without scope, an unknown peer refused,
+//! and a link cut with network namespaces (root only; skipped with a message otherwise).
+//!
+//! The payloads check themselves: reference `sN` is the N-th mutation, so its channel event
+//! has sequence number 2N at the publisher (each mutation also emits its built-in event), and
+//! the subscriber's local events must carry exactly 2, 4, ..., 2N in that order.
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bver_node::store::{Store, StoreOptions};
+use serde_json::{Value, json};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bver")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/federation")
+        .join(name)
+}
+
+fn free_udp_port(ip: &str) -> u16 {
+    UdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Run a `bver` command and return its stdout (panics with stderr on failure).
+fn bver(args: &[&str]) -> String {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "bver {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One platform: a data directory, a domain, a fixed EAGER address, and its process when
+/// running. The process is killed on drop.
+struct Node {
+    platform: String,
+    dir: tempfile::TempDir,
+    domain: PathBuf,
+    eager: String,
+    config: Option<String>,
+    netns: Option<String>,
+    child: Option<Child>,
+    http: String,
+}
+
+impl Node {
+    fn new(platform: &str, domain: &str, ip: &str) -> Self {
+        let n = Self {
+            platform: platform.to_owned(),
+            dir: tempfile::tempdir().unwrap(),
+            domain: fixture(domain),
+            eager: format!("{ip}:{}", free_udp_port(ip)),
+            config: None,
+            netns: None,
+            child: None,
+            http: String::new(),
+        };
+        bver(&["node", "id", "--data", n.data(), "--platform", platform]);
+        n
+    }
+
+    fn data(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    fn fingerprint(&self) -> String {
+        let v: Value =
+            serde_json::from_str(&bver(&["node", "id", "--data", self.data(), "--json"])).unwrap();
+        v["fingerprint"].as_str().unwrap().to_owned()
+    }
+
+    /// Pin `other` as a peer (with its address, namespaces and a grant it issued to us).
+    fn add_peer(&self, other: &Node, namespaces: &[&str], grant: Option<&str>) {
+        let fp = other.fingerprint();
+        let mut args = vec![
+            "peer",
+            "add",
+            "--data",
+            self.data(),
+            "--id",
+            &other.platform,
+            "--addr",
+            &other.eager,
+            "--fingerprint",
+            &fp,
+        ];
+        for ns in namespaces {
+            args.extend(["--namespace", ns]);
+        }
+        if let Some(g) = grant {
+            args.extend(["--grant", g]);
+        }
+        bver(&args);
+    }
+
+    /// A grant issued by this platform to `sub`.
+    fn grant(&self, sub: &str, channels: &[&str], namespaces: &[&str]) -> String {
+        let mut args = vec!["grant", "issue", "--data", self.data(), "--sub", sub];
+        for c in channels {
+            args.extend(["--channel", c]);
+        }
+        for ns in namespaces {
+            args.extend(["--namespace", ns]);
+        }
+        bver(&args)
+    }
+
+    fn write_config(&mut self, text: &str) {
+        let path = self.dir.path().join("bver.toml");
+        std::fs::write(&path, text).unwrap();
+        self.config = Some(path.to_str().unwrap().to_owned());
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none());
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin()]);
+                c
+            }
+            None => Command::new(bin()),
+        };
+        cmd.args(["serve", "--domain"])
+            .arg(&self.domain)
+            .args(["--data", self.data(), "--listen", "127.0.0.1:0"])
+            .args(["--eager-listen", &self.eager]);
+        if let Some(c) = &self.config {
+            cmd.args(["--config", c]);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .unwrap();
+        let mut child = cmd
+            .env("BVER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut http = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.trim_start().starts_with("REST") {
+                http = line.split_whitespace().nth(1).map(str::to_owned);
+            }
+            if line.contains("bver token issue") {
+                break;
+            }
+        }
+        // Keep draining stdout so the node never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        self.http = http
+            .unwrap_or_else(|| panic!("{} did not start:\n{}", self.platform, self.log()))
+            .trim_end_matches("/v1")
+            .to_owned();
+        self.child = Some(child);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a graceful stop (EAGER connections are closed, peers notice).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn token(&self, scopes: &str) -> String {
+        bver(&[
+            "token",
+            "issue",
+            "--data",
+            self.data(),
+            "--sub",
+            "admin",
+            "--scope",
+            scopes,
+        ])
+    }
+
+    /// The live state of subscription `name` (from the status file).
+    fn subscription(&self, name: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("federation.json")).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        v["subscriptions"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+    }
+
+    /// Wait until subscription `name` applied up to `seq`.
+    fn wait_seq(&self, name: &str, seq: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let st = self.subscription(name);
+            if st.as_ref().and_then(|s| s["seq"].as_u64()).unwrap_or(0) >= seq {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: subscription `{name}` did not reach seq {seq}: {st:?}\nlog:\n{}",
+                self.platform,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn sqlite(&self) -> PathBuf {
+        self.dir.path().join("bver.db")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn create_site(c: &reqwest::Client, node: &Node, token: &str, n: u64) {
+    let res = c
+        .post(format!("{}/v1/refs/sites/site", node.http))
+        .bearer_auth(token)
+        .json(&json!({ "id": format!("s{n}"), "value": { "name": format!("site {n}"), "n": n } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+}
+
+/// The origin sequence numbers of the local events `emit` appended on a stopped node, in
+/// local outbox order, with the pointer ids.
+async fn received(node: &Node, emit: &str) -> Vec<(u64, String)> {
+    let store = Store::open_sqlite(&node.sqlite(), StoreOptions::default())
+        .await
+        .unwrap();
+    let events = store.events_after(0, 1_000_000).await.unwrap();
+    let mut local = 0;
+    let mut out = Vec::new();
+    for e in events {
+        local += 1;
+        assert_eq!(e.seq, local, "the local outbox stays dense");
+        if e.trigger == emit {
+            let origin: u64 = e
+                .provenance
+                .request_id
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            out.push((origin, e.key.id.clone()));
+        }
+    }
+    out
+}
+
+const OPS_SUBSCRIBES: &str = r#"
+[[subscriptions]]
+peer = "sites"
+channel = "site_changes"
+start = "oldest"
+emit = "remote.site_changed"
+cache = true
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_replay_and_restarts_lose_nothing_and_apply_once_in_order() {
+    let mut sites = Node::new("sites", "sites", "127.0.0.1");
+    let mut ops = Node::new("ops", "ops", "127.0.0.1");
+    sites.add_peer(&ops, &[], None);
+    let grant = sites.grant("ops", &["site_changes"], &["sites"]);
+    ops.add_peer(&sites, &["sites"], Some(&grant));
+    ops.write_config(OPS_SUBSCRIBES);
+
+    sites.start();
+    let token = sites.token("refs:*:*");
+    let c = client();
+    // Before the subscriber exists: it replays these from the oldest event.
+    for n in 1..=20 {
+        create_site(&c, &sites, &token, n).await;
+    }
+    ops.start();
+    ops.wait_seq("sites.site_changes", 40, Duration::from_secs(15));
+
+    // The cache answers remote resolution (source `cache`).
+    let ops_token = ops.token("refs:*:* admin");
+    let r: Value = c
+        .get(format!(
+            "{}/v1/resolve?pointer=bver://sites/site/s7@name",
+            ops.http
+        ))
+        .bearer_auth(&ops_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["value"], "site 7", "{r}");
+    assert_eq!(r["source"], "cache", "{r}");
+
+    // Subscriber killed mid-stream (SIGKILL), restarted: resumes from its persisted cursor.
+    let writer = {
+        let c = c.clone();
+        let token = token.clone();
+        let http = sites.http.clone();
+        tokio::spawn(async move {
+            for n in 21..=120u64 {
+                let res = c
+                    .post(format!("{http}/v1/refs/sites/site"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "id": format!("s{n}"), "value": { "name": format!("site {n}"), "n": n } }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 201);
+            }
+        })
+    };
+    ops.wait_seq("sites.site_changes", 80, Duration::from_secs(15));
+    ops.kill();
+    ops.start();
+    writer.await.unwrap();
+    ops.wait_seq("sites.site_changes", 240, Duration::from_secs(20));
+
+    // Publisher restarted mid-stream (graceful): the subscriber reconnects and resumes.
+    sites.stop();
+    sites.start();
+    for n in 121..=150 {
+        create_site(&c, &sites, &token, n).await;
+    }
+    ops.wait_seq("sites.site_changes", 300, Duration::from_secs(20));
+    let state = ops.subscription("sites.site_changes").unwrap();
+    assert_eq!(state["connected"], true, "{state}");
+    let listed: Value =
+        serde_json::from_str(&bver(&["subscriptions", "--data", ops.data(), "--json"])).unwrap();
+    assert_eq!(listed["running"], true);
+
+    ops.stop();
+    sites.stop();
+    let got = received(&ops, "remote.site_changed").await;
+    let want: Vec<(u64, String)> = (1..=150u64).map(|n| (2 * n, format!("s{n}"))).collect();
+    assert_eq!(got.len(), want.len(), "nothing lost, nothing applied twice");
+    assert_eq!(got, want, "in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_resolve_with_and_without_scope_and_an_unknown_peer_is_refused() {
+    let mut sites = Node::new("sites", "sites", "127.0.0.1");
+    let mut ops = Node::new("ops", "ops", "127.0.0.1");
+    let mut audit = Node::new("audit", "ops", "127.0.0.1");
+    let mut rogue = Node::new("rogue", "ops", "127.0.0.1");
+    sites.add_peer(&ops, &[], None);
+    sites.add_peer(&audit, &[], None);
+    // `ops` may resolve `sites`; `audit` holds a grant for the channel only.
+    let g_ops = sites.grant("ops", &[], &["sites"]);
+    let g_audit = sites.grant("audit", &["site_changes"], &[]);
+    ops.add_peer(&sites, &["sites"], Some(&g_ops));
+    audit.add_peer(&sites, &["sites"], Some(&g_audit));
+    // `rogue` pins `sites`, but `sites` does not know it; its grant is forged by itself.
+    let g_rogue = rogue.grant("rogue", &[], &["sites"]);
+    rogue.add_peer(&sites, &["sites"], Some(&g_rogue));
+    for n in [&mut sites, &mut ops, &mut audit, &mut rogue] {
+        n.start();
+    }
+    let c = client();
+    let token = sites.token("refs:*:*");
+    create_site(&c, &sites, &token, 1).await;
+
+    let resolve = |node: &Node, pointer: &str| {
+        let c = c.clone();
+        let url = format!("{}/v1/resolve?pointer={pointer}", node.http);
+        let token = node.token("refs:*:* admin");
+        async move {
+            let res = c.get(url).bearer_auth(token).send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = resolve(&ops, "bver://sites/site/s1@n").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["value"], 1);
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["source"], "peer");
+    let (status, body) = resolve(&ops, "bver://sites/site/missing").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+
+    let (status, body) = resolve(&audit, "bver://sites/site/s1").await;
+    assert_eq!(status, 403, "without the resolve scope: {body}");
+    assert_eq!(body["code"], "forbidden", "{body}");
+
+    let (status, body) = resolve(&rogue, "bver://sites/site/s1").await;
+    assert_ne!(status, 200, "an unknown peer is refused: {body}");
+    assert_eq!(body["code"], "peer_unreachable", "{body}");
+    assert!(
+        sites.log().contains("refused") || sites.log().contains("unknown"),
+        "the refusal is logged by the publisher:\n{}",
+        sites.log()
+    );
+    assert!(
+        body["value"].is_null(),
+        "nothing about the platform is revealed: {body}"
+    );
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A network namespace with a veth pair to the root namespace, removed on drop.
+struct Netns {
+    name: String,
+    host_dev: String,
+}
+
+impl Netns {
+    fn create(tag: u32, host_ip: &str, ns_ip: &str) -> Option<Self> {
+        let name = format!("bver-t{tag}");
+        let host_dev = format!("bvh{tag}");
+        let ns_dev = format!("bvn{tag}");
+        let me = Self {
+            name: name.clone(),
+            host_dev: host_dev.clone(),
+        };
+        let ok = ip(&["netns", "add", &name])
+            && ip(&[
+                "link", "add", &host_dev, "type", "veth", "peer", "name", &ns_dev,
+            ])
+            && ip(&["link", "set", &ns_dev, "netns", &name])
+            && ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_dev])
+            && ip(&["link", "set", &host_dev, "up"])
+            && ip(&[
+                "netns",
+                "exec",
+                &name,
+                "ip",
+                "addr",
+                "add",
+                &format!("{ns_ip}/30"),
+                "dev",
+                &ns_dev,
+            ])
+            && ip(&["netns", "exec", &name, "ip", "link", "set", &ns_dev, "up"])
+            && ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        ok.then_some(me)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.host_dev]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_cut_and_restored_resumes_without_loss() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED a_link_cut_and_restored_resumes_without_loss: network namespaces need root"
+        );
+        return;
+    }
+    let tag = std::process::id() % 100_000;
+    let octet = 1 + (tag % 60) * 4;
+    let host_ip = format!("10.231.{}.{}", tag % 250, octet);
+    let ns_ip = format!("10.231.{}.{}", tag % 250, octet + 1);
+    let Some(netns) = Netns::create(tag, &host_ip, &ns_ip) else {
+        panic!("could not set up a network namespace (ip netns / veth) as root");
+    };
+    let mut sites = Node::new("sites", "sites", &host_ip);
+    let mut ops = Node::new("ops", "ops", "127.0.0.1");
+    ops.eager = format!("{ns_ip}:{}", free_udp_port("127.0.0.1"));
+    ops.netns = Some(netns.name.clone());
+    sites.add_peer(&ops, &[], None);
+    let grant = sites.grant("ops", &["site_changes"], &[]);
+    ops.add_peer(&sites, &[], Some(&grant));
+    ops.write_config(OPS_SUBSCRIBES);
+    sites.start();
+    ops.start();
+    let c = client();
+    let token = sites.token("refs:*:*");
+    for n in 1..=10 {
+        create_site(&c, &sites, &token, n).await;
+    }
+    ops.wait_seq("sites.site_changes", 20, Duration::from_secs(15));
+
+    // Cut the link, write while it is down, restore it.
+    assert!(ip(&["link", "set", &netns.host_dev, "down"]));
+    for n in 11..=40 {
+        create_site(&c, &sites, &token, n).await;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let during = ops.subscription("sites.site_changes").unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    assert!(during <= 20, "nothing crosses a cut link (seq {during})");
+    assert!(ip(&["link", "set", &netns.host_dev, "up"]));
+    ops.wait_seq("sites.site_changes", 80, Duration::from_secs(30));
+
+    ops.stop();
+    sites.stop();
+    let got = received(&ops, "remote.site_changed").await;
+    let want: Vec<(u64, String)> = (1..=40u64).map(|n| (2 * n, format!("s{n}"))).collect();
+    assert_eq!(got, want);
+    drop(netns);
+}
