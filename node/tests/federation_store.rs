@@ -1,0 +1,105 @@
+//! The store's side of federation, on both backends: remote events applied effectively once
+//! (duplicates by `(epoch, seq)` dropped, the cursor moved in the same transaction as the
+//! local trigger events and the cache), channel reads with values, the head watch moved by
+//! federation appends, and the cache keeping the newest version.
+
+mod support;
+
+use bver_node::store::{
+    Change, ChangeType, Mutation, Provenance, RefKey, RemoteEffect, Store, TriggerHook,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+fn effect(seq: u64, id: &str, version: u64, emit: bool) -> RemoteEffect {
+    RemoteEffect {
+        origin_seq: seq,
+        trigger: emit.then(|| "remote.site_changed".to_owned()),
+        cache: true,
+        key: RefKey::new("sites", "site", id),
+        version,
+        kind: None,
+        change: if version == 1 {
+            ChangeType::Created
+        } else {
+            ChangeType::Updated
+        },
+        diff: json!([]),
+        value: Some(json!({ "v": version })),
+        at: 1_700_000_000_000,
+    }
+}
+
+async fn create(store: &Store, id: &str) {
+    let hook: TriggerHook = Arc::new(|_| vec!["refs.site.changed".to_owned()]);
+    let mut m = Mutation::new(
+        RefKey::new("sites", "site", id),
+        Change::Create {
+            kind: None,
+            value: json!({ "id": id }),
+        },
+        Provenance {
+            principal: "t".into(),
+            operation: "refs.site.create".into(),
+            request_id: "r".into(),
+        },
+    );
+    m.triggers = Some(hook);
+    store.mutate(m).await.unwrap();
+}
+
+both_backends! {
+    async fn remote_events_apply_once_with_the_cursor_in_the_same_transaction(db) {
+        let store = db.open().await;
+        let mut head = store.subscribe_seq();
+        let a = store
+            .apply_remote("s", "sites", "site_changes", "e1", &[effect(2, "a", 1, true), effect(4, "b", 1, true)])
+            .await
+            .unwrap();
+        assert_eq!((a.applied, a.duplicates, a.last_local_seq), (2, 0, Some(2)));
+        assert_eq!(*head.borrow_and_update(), 2, "federation appends move the head");
+        // A redelivery overlapping what was applied: only the new event applies.
+        let a = store
+            .apply_remote("s", "sites", "site_changes", "e1", &[effect(4, "b", 1, true), effect(6, "a", 2, true)])
+            .await
+            .unwrap();
+        assert_eq!((a.applied, a.duplicates), (1, 1));
+        let row = store.subscription("s").await.unwrap().unwrap();
+        assert_eq!((row.epoch.as_str(), row.seq, row.applied), ("e1", 6, 3));
+        // Local writes keep numbering after the federation's events: the outbox stays dense.
+        create(&store, "x").await;
+        let events = store.events_after(0, 100).await.unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        let ids: Vec<&str> = events.iter().map(|e| e.provenance.request_id.as_str()).collect();
+        assert_eq!(&ids[..3], ["sites/e1/2", "sites/e1/4", "sites/e1/6"]);
+        assert_eq!(events[0].trigger, "remote.site_changed");
+        assert_eq!(events[0].provenance.principal, "peer:sites");
+        // The cache holds the newest version; an older one never overwrites it.
+        let c = store.cached(&RefKey::new("sites", "site", "a")).await.unwrap().unwrap();
+        assert_eq!((c.version, c.value.clone()), (2, json!({ "v": 2 })));
+        store.apply_remote("t", "sites", "site_changes", "e1", &[effect(1, "a", 1, false)]).await.unwrap();
+        let c = store.cached(&RefKey::new("sites", "site", "a")).await.unwrap().unwrap();
+        assert_eq!(c.version, 2);
+        // A new epoch at the publisher starts the cursor over.
+        let a = store.apply_remote("s", "sites", "site_changes", "e2", &[effect(1, "c", 1, false)]).await.unwrap();
+        assert_eq!(a.applied, 1);
+        assert_eq!(store.subscription("s").await.unwrap().unwrap().seq, 1);
+    }
+
+    async fn channel_reads_filter_by_trigger_and_carry_values(db) {
+        let store = db.open().await;
+        for id in ["a", "b", "c"] {
+            create(&store, id).await;
+        }
+        assert_eq!(store.outbox_head().await.unwrap(), 6);
+        let rows = store.channel_events(&["refs.site.changed".to_owned()], 1, 6, 10).await.unwrap();
+        let seqs: Vec<u64> = rows.iter().map(|(e, _)| e.seq).collect();
+        assert_eq!(seqs, vec![2, 4, 6]);
+        assert_eq!(rows[1].1, Some(json!({ "id": "b" })));
+        let rows = store.channel_events(&["refs.site.changed".to_owned()], 3, 6, 1).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0.seq, 4);
+        assert!(store.channel_events(&[], 1, 6, 10).await.unwrap().is_empty());
+    }
+}
