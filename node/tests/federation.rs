@@ -384,6 +384,21 @@ async fn subscribe_replay_and_restarts_lose_nothing_and_apply_once_in_order() {
     let listed: Value =
         serde_json::from_str(&bver(&["subscriptions", "--data", ops.data(), "--json"])).unwrap();
     assert_eq!(listed["running"], true);
+    let metrics = c
+        .get(format!("{}/metrics", ops.http))
+        .bearer_auth(ops.token("metrics:read"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("bver_eager_subscription_seq{"))
+        .unwrap_or_else(|| panic!("no subscription gauge in:\n{metrics}"));
+    assert!(line.ends_with(" 300"), "{line}");
+    assert!(metrics.contains("bver_eager_subscription_connected{"));
 
     ops.stop();
     sites.stop();
@@ -454,6 +469,37 @@ async fn remote_resolve_with_and_without_scope_and_an_unknown_peer_is_refused() 
         body["value"].is_null(),
         "nothing about the platform is revealed: {body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_cuts_the_live_stream() {
+    let mut sites = Node::new("sites", "sites", "127.0.0.1");
+    let mut ops = Node::new("ops", "ops", "127.0.0.1");
+    sites.add_peer(&ops, &[], None);
+    let grant = sites.grant("ops", &["site_changes"], &[]);
+    ops.add_peer(&sites, &[], Some(&grant));
+    ops.write_config(OPS_SUBSCRIBES);
+    sites.start();
+    ops.start();
+    let c = client();
+    let token = sites.token("refs:*:*");
+    create_site(&c, &sites, &token, 1).await;
+    ops.wait_seq("sites.site_changes", 2, Duration::from_secs(15));
+
+    bver(&["token", "revoke", "--data", sites.data(), "--sub", "ops"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = ops.subscription("sites.site_changes").unwrap();
+        if st["connected"] == false && !st["last_error"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stream was not cut: {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    create_site(&c, &sites, &token, 2).await;
+    std::thread::sleep(Duration::from_millis(500));
+    let st = ops.subscription("sites.site_changes").unwrap();
+    assert_eq!(st["seq"], 2, "nothing flows under a revoked grant: {st}");
 }
 
 fn is_root() -> bool {

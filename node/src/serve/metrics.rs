@@ -9,6 +9,12 @@
 //! | `bver_store_call_duration_seconds` | histogram | `backend`, `kind` (`read` or `write`): time in the broker's store step, commit included |
 //! | `bver_auth_rejections_total` | counter | `reason` (the token rejection code) |
 //! | `bver_info` | gauge (1) | `platform`, `version`, `backend` |
+//! | `bver_eager_subscription_connected` | gauge (0/1) | `subscription`, `peer`, `channel` |
+//! | `bver_eager_subscription_seq` | gauge | same: the last applied sequence number |
+//! | `bver_eager_subscription_lag_events` | gauge | same: events behind the publisher's head, as known |
+//! | `bver_eager_subscription_lag_seconds` | gauge | same: origin commit to local apply of the last event |
+//! | `bver_eager_subscription_applied` | gauge | same: events applied since the process started |
+//! | `bver_eager_subscription_rejected` | gauge | same: events dropped as forged or altered |
 //!
 //! Route labels are templates (`/v1/refs/{namespace}/{repo}/{id}`), never raw paths, so the
 //! number of series stays bounded whatever clients send.
@@ -58,6 +64,24 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubLabels {
+    subscription: String,
+    peer: String,
+    channel: String,
+}
+
+/// Gauges of the EAGER subscriptions, refreshed from their live state at each scrape.
+struct SubGauges {
+    states: crate::federation::States,
+    connected: Family<SubLabels, Gauge>,
+    seq: Family<SubLabels, Gauge>,
+    lag_events: Family<SubLabels, Gauge>,
+    lag_seconds: Family<SubLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    applied: Family<SubLabels, Gauge>,
+    rejected: Family<SubLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InfoLabels {
     platform: String,
     version: String,
@@ -82,6 +106,7 @@ pub struct Metrics {
     store_duration: Family<StoreLabels, Histogram, fn() -> Histogram>,
     auth_rejections: Family<ReasonLabels, Counter>,
     backend: String,
+    subscriptions: Option<SubGauges>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -150,7 +175,59 @@ impl Metrics {
             store_duration,
             auth_rejections,
             backend: backend.to_owned(),
+            subscriptions: None,
         }
+    }
+
+    /// Also export the live state of the EAGER subscriptions in `states`.
+    pub fn with_subscriptions(mut self, states: crate::federation::States) -> Self {
+        fn gauge(registry: &mut Registry, name: &str, help: &str) -> Family<SubLabels, Gauge> {
+            let f = Family::<SubLabels, Gauge>::default();
+            registry.register(name, help, f.clone());
+            f
+        }
+        let r = &mut self.registry;
+        let connected = gauge(
+            r,
+            "bver_eager_subscription_connected",
+            "Whether the subscription's stream is up (1) or not (0)",
+        );
+        let seq = gauge(
+            r,
+            "bver_eager_subscription_seq",
+            "The last applied sequence number of the subscription",
+        );
+        let lag_events = gauge(
+            r,
+            "bver_eager_subscription_lag_events",
+            "Events behind the publisher's head, as far as known",
+        );
+        let lag_seconds = Family::<SubLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        r.register(
+            "bver_eager_subscription_lag_seconds",
+            "Time from the origin's commit of the last applied event to its local apply",
+            lag_seconds.clone(),
+        );
+        let applied = gauge(
+            r,
+            "bver_eager_subscription_applied",
+            "Events applied since the process started",
+        );
+        let rejected = gauge(
+            r,
+            "bver_eager_subscription_rejected",
+            "Events dropped as forged or altered",
+        );
+        self.subscriptions = Some(SubGauges {
+            states,
+            connected,
+            seq,
+            lag_events,
+            lag_seconds,
+            applied,
+            rejected,
+        });
+        self
     }
 
     /// Count one HTTP response.
@@ -204,6 +281,27 @@ impl Metrics {
 
     /// The text exposition.
     pub fn render(&self) -> String {
+        if let Some(g) = &self.subscriptions {
+            let states: Vec<crate::federation::SubscriptionState> = g
+                .states
+                .lock()
+                .map(|s| s.values().cloned().collect())
+                .unwrap_or_default();
+            let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            for s in states {
+                let l = SubLabels {
+                    subscription: s.name.clone(),
+                    peer: s.peer.clone(),
+                    channel: s.channel.clone(),
+                };
+                g.connected.get_or_create(&l).set(i64::from(s.connected));
+                g.seq.get_or_create(&l).set(as_i64(s.seq));
+                g.lag_events.get_or_create(&l).set(as_i64(s.lag_events));
+                g.lag_seconds.get_or_create(&l).set(s.lag_seconds);
+                g.applied.get_or_create(&l).set(as_i64(s.applied));
+                g.rejected.get_or_create(&l).set(as_i64(s.rejected));
+            }
+        }
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

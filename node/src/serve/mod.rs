@@ -167,7 +167,8 @@ pub async fn start(config: ServeConfig) -> Result<Running, BverError> {
     let state = Arc::new(AppState::new(StateParts {
         broker,
         auth,
-        metrics: Metrics::new(&identity.platform_id, backend),
+        metrics: Metrics::new(&identity.platform_id, backend)
+            .with_subscriptions(federation.state_map()),
         rate_limit: config.rate_limit,
         manifests: manifests(&domain, &identity.platform_id),
         openapi,
