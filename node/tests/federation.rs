@@ -453,6 +453,22 @@ async fn remote_resolve_with_and_without_scope_and_an_unknown_peer_is_refused() 
         "{body}"
     );
 
+    // listrefs of the remote namespace, over EAGER.
+    let listed: Value = c
+        .post(format!("{}/v1/ops/bver.listrefs", ops.http))
+        .bearer_auth(ops.token("refs:*:* admin"))
+        .json(&json!({ "namespace": "sites" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["items"][0]["pointer"], "bver://sites/site/s1",
+        "{listed}"
+    );
+
     let (status, body) = resolve(&audit, "bver://sites/site/s1").await;
     assert_eq!(status, 403, "without the resolve scope: {body}");
     assert_eq!(body["code"], "forbidden", "{body}");
