@@ -345,11 +345,16 @@ impl EagerEndpoint {
         sink: mpsc::Sender<Vec<SubEvent>>,
     ) -> SubscriptionHandle {
         let (cursor_tx, cursor_rx) = watch::channel(cursor);
+        let (link_tx, link_rx) = watch::channel(None);
         let this = self.clone();
-        let task = tokio::spawn(async move { this.run_subscription(spec, sink, cursor_tx).await });
+        let task =
+            tokio::spawn(
+                async move { this.run_subscription(spec, sink, cursor_tx, link_tx).await },
+            );
         SubscriptionHandle {
             task,
             cursor: cursor_rx,
+            interruptions: link_rx,
         }
     }
 
@@ -358,6 +363,7 @@ impl EagerEndpoint {
         spec: SubscriptionSpec,
         sink: mpsc::Sender<Vec<SubEvent>>,
         cursor: watch::Sender<Option<Cursor>>,
+        interruptions: watch::Sender<Option<String>>,
     ) {
         let cfg = &self.inner.config;
         let mut backoff = Backoff::new(cfg.reconnect_base, cfg.reconnect_max);
@@ -376,9 +382,11 @@ impl EagerEndpoint {
                 }
                 Err(e) => {
                     tracing::info!(peer = %spec.peer, channel = %spec.channel, code = %e.code, "subscription interrupted, reconnecting: {}", e.message);
+                    interruptions.send_replace(Some(format!("{}: {}", e.code, e.message)));
                 }
                 Ok(()) => {
                     tracing::info!(peer = %spec.peer, channel = %spec.channel, "subscription stream ended, reconnecting");
+                    interruptions.send_replace(Some("the stream ended".to_owned()));
                 }
             }
             let delay = backoff.next_delay(rand::random());
@@ -463,12 +471,20 @@ impl EagerEndpoint {
 pub struct SubscriptionHandle {
     task: tokio::task::JoinHandle<()>,
     cursor: watch::Receiver<Option<Cursor>>,
+    interruptions: watch::Receiver<Option<String>>,
 }
 
 impl SubscriptionHandle {
     /// The cursor after the last event passed (or being passed) to the sink.
     pub fn cursor(&self) -> Option<Cursor> {
         self.cursor.borrow().clone()
+    }
+
+    /// A watch of the last retryable interruption (connection lost, stream ended), set each
+    /// time the subscription starts reconnecting; a new `Subscribed` event follows when it is
+    /// back. For the subscriber's live state ("connected", "last error").
+    pub fn interruptions(&self) -> watch::Receiver<Option<String>> {
+        self.interruptions.clone()
     }
 
     /// Stop the subscription.
