@@ -106,6 +106,7 @@ impl Federation {
         for s in self.subs.drain(..) {
             s.handle.stop();
             s.applier.abort();
+            s.watcher.abort();
         }
         if let Some(t) = self.status.take() {
             t.abort();

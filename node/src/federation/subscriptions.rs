@@ -61,6 +61,7 @@ pub type States = Arc<Mutex<BTreeMap<String, SubscriptionState>>>;
 pub(crate) struct Running {
     pub(crate) handle: SubscriptionHandle,
     pub(crate) applier: tokio::task::JoinHandle<()>,
+    pub(crate) watcher: tokio::task::JoinHandle<()>,
 }
 
 fn update(states: &States, name: &str, f: impl FnOnce(&mut SubscriptionState)) {
@@ -136,6 +137,22 @@ pub(crate) async fn start(
     }
     let (tx, rx) = mpsc::channel(16);
     let handle = endpoint.subscribe(spec, cursor, tx);
+    let mut interruptions = handle.interruptions();
+    let watcher = {
+        let states = states.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            while interruptions.changed().await.is_ok() {
+                let msg = interruptions.borrow_and_update().clone();
+                if let Some(msg) = msg {
+                    update(&states, &name, |s| {
+                        s.connected = false;
+                        s.last_error = Some(msg);
+                    });
+                }
+            }
+        })
+    };
     let applier = tokio::spawn(apply_loop(
         store,
         name,
@@ -146,7 +163,11 @@ pub(crate) async fn start(
         rx,
         states,
     ));
-    Ok(Running { handle, applier })
+    Ok(Running {
+        handle,
+        applier,
+        watcher,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -238,7 +259,6 @@ async fn apply_loop(
             s.lag_seconds = lag_ms as f64 / 1000.0;
             s.applied += applied.applied;
             s.duplicates += applied.duplicates;
-            s.connected = true;
         });
     }
 }
