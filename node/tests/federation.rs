@@ -424,6 +424,14 @@ async fn remote_resolve_with_and_without_scope_and_an_unknown_peer_is_refused() 
     // `rogue` pins `sites`, but `sites` does not know it; its grant is forged by itself.
     let g_rogue = rogue.grant("rogue", &[], &["sites"]);
     rogue.add_peer(&sites, &["sites"], Some(&g_rogue));
+    // `ops` also serves the namespace `drawings` from a directory of documents.
+    let drawings = ops.dir.path().join("drawings");
+    std::fs::create_dir_all(drawings.join("sheet")).unwrap();
+    std::fs::write(drawings.join("sheet/d1.json"), r#"{"title":"single line"}"#).unwrap();
+    ops.write_config(&format!(
+        "[[adapters]]\nnamespace = \"drawings\"\nfiles = {:?}\n",
+        drawings.to_str().unwrap()
+    ));
     for n in [&mut sites, &mut ops, &mut audit, &mut rogue] {
         n.start();
     }
@@ -451,6 +459,13 @@ async fn remote_resolve_with_and_without_scope_and_an_unknown_peer_is_refused() 
         (status, body["code"].as_str()),
         (404, Some("not_found")),
         "{body}"
+    );
+
+    let (status, body) = resolve(&ops, "bver://drawings/sheet/d1@title").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["value"].as_str(), body["source"].as_str()),
+        (Some("single line"), Some("files"))
     );
 
     // listrefs of the remote namespace, over EAGER.

@@ -19,6 +19,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod adapter;
+pub mod files;
+pub mod http;
 pub mod path;
 
 pub use adapter::{Adapter, BoxFuture, Fetched, Listed, Page, Resolved, Resolver, Source};
+pub use files::FilesAdapter;
+pub use http::{HttpAdapter, HttpConfig};

@@ -130,6 +130,7 @@ fn resolve(args: ServeArgs) -> Result<ServeConfig, String> {
     c.federation.disabled = args.no_eager || file.eager_disabled.unwrap_or(false);
     c.federation.peers = file.peers.unwrap_or_default();
     c.federation.subscriptions = file.subscriptions.unwrap_or_default();
+    c.federation.adapters = file.adapters.unwrap_or_default();
     if let Some(a) = file.remote_cache_max_age {
         c.federation.cache_max_age = humantime::parse_duration(&a)
             .map_err(|e| format!("remote_cache_max_age `{a}`: {e}"))?;

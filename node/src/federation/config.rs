@@ -74,6 +74,31 @@ impl SubscriptionEntry {
     }
 }
 
+/// A namespace served by a resolver adapter other than the store or a peer (`[[adapters]]`):
+/// exactly one of `files` and `http`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterEntry {
+    /// The namespace it serves.
+    pub namespace: String,
+    /// A directory of JSON/TOML/CSV documents, served read-only.
+    pub files: Option<std::path::PathBuf>,
+    /// An external JSON API: the fetch URL template (`{namespace}`, `{repo}`, `{id}`).
+    pub http: Option<String>,
+    /// Its list URL template (`{namespace}`, `{repo}`).
+    pub list: Option<String>,
+    /// The authentication header's name [default: `Authorization`].
+    pub auth_header: Option<String>,
+    /// The authentication header's value.
+    pub auth_value: Option<String>,
+    /// An environment variable holding the header's value (keeps secrets out of the file).
+    pub auth_env: Option<String>,
+    /// How long one call may take [default: 2s].
+    pub timeout: Option<String>,
+    /// How long an answer is reused [default: 30s; `0s`: never].
+    pub cache_ttl: Option<String>,
+}
+
 /// Everything federation needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct FederationConfig {
@@ -86,6 +111,8 @@ pub struct FederationConfig {
     pub peers: Vec<PeerEntry>,
     /// Subscriptions.
     pub subscriptions: Vec<SubscriptionEntry>,
+    /// Namespaces served by the files or HTTP adapters.
+    pub adapters: Vec<AdapterEntry>,
     /// The staleness bound of the remote resolution cache.
     pub cache_max_age: Duration,
     /// First reconnect delay (tests shorten it).
@@ -99,6 +126,7 @@ impl Default for FederationConfig {
             disabled: false,
             peers: Vec::new(),
             subscriptions: Vec::new(),
+            adapters: Vec::new(),
             cache_max_age: DEFAULT_CACHE_MAX_AGE,
             reconnect_base: Duration::from_millis(100),
         }
@@ -165,4 +193,60 @@ pub fn merged_peers(config: &[PeerEntry], data: &Path) -> Result<Vec<PeerEntry>,
         }
     }
     Ok(out)
+}
+
+/// The resolver adapter an `[[adapters]]` entry describes.
+pub fn build_adapter(
+    a: &AdapterEntry,
+) -> Result<std::sync::Arc<dyn bver_resolver::Adapter>, BverError> {
+    let dur = |v: &Option<String>, default: Duration, what: &str| match v {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s)
+            .map_err(|e| config_error(format!("adapter for `{}`: {what} `{s}`: {e}", a.namespace))),
+    };
+    match (&a.files, &a.http) {
+        (Some(dir), None) => {
+            if !dir.is_dir() {
+                return Err(config_error(format!(
+                    "adapter for `{}`: {} is not a directory",
+                    a.namespace,
+                    dir.display()
+                )));
+            }
+            Ok(std::sync::Arc::new(bver_resolver::FilesAdapter::new(dir)))
+        }
+        (None, Some(url)) => {
+            let value = match (&a.auth_value, &a.auth_env) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                    config_error(format!(
+                        "adapter for `{}`: environment variable {var} is not set",
+                        a.namespace
+                    ))
+                })?),
+                (None, None) => None,
+            };
+            let auth = value.map(|v| {
+                (
+                    a.auth_header
+                        .clone()
+                        .unwrap_or_else(|| "Authorization".to_owned()),
+                    v,
+                )
+            });
+            Ok(std::sync::Arc::new(bver_resolver::HttpAdapter::new(
+                bver_resolver::HttpConfig {
+                    url: url.clone(),
+                    list_url: a.list.clone(),
+                    auth,
+                    timeout: dur(&a.timeout, Duration::from_secs(2), "timeout")?,
+                    cache_ttl: dur(&a.cache_ttl, Duration::from_secs(30), "cache_ttl")?,
+                },
+            )?))
+        }
+        _ => Err(config_error(format!(
+            "adapter for `{}`: give exactly one of `files` and `http`",
+            a.namespace
+        ))),
+    }
 }

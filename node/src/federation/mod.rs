@@ -27,7 +27,7 @@ use bver_eager::wire::ALPN;
 use bver_resolver::{Adapter, Resolver};
 use serde_json::json;
 
-pub use config::{FederationConfig, PeerEntry, SubscriptionEntry};
+pub use config::{AdapterEntry, FederationConfig, PeerEntry, SubscriptionEntry};
 pub use subscriptions::{States, SubscriptionState};
 
 use self::cache::CacheAdapter;
@@ -140,6 +140,15 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
     for ns in &owned {
         resolver.route(ns.clone(), local.clone());
     }
+    for a in &config.adapters {
+        if owned.contains(&a.namespace) {
+            return Err(config_error(format!(
+                "adapter for `{}`: this platform owns that namespace",
+                a.namespace
+            )));
+        }
+        resolver.route(a.namespace.clone(), config::build_adapter(a)?);
+    }
     let states: States = Arc::default();
     if config.disabled {
         return Ok((
@@ -245,6 +254,12 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
             peer
         };
         for ns in &p.namespaces {
+            if config.adapters.iter().any(|a| &a.namespace == ns) {
+                return Err(config_error(format!(
+                    "namespace `{ns}` is routed both to peer `{}` and to an adapter",
+                    p.id
+                )));
+            }
             if owned.contains(ns) {
                 return Err(config_error(format!(
                     "peer `{}` is configured to own namespace `{ns}`, which this platform owns",

@@ -62,6 +62,8 @@ pub struct FileConfig {
     pub peers: Option<Vec<crate::federation::PeerEntry>>,
     /// Subscriptions to peers' channels (`[[subscriptions]]`).
     pub subscriptions: Option<Vec<crate::federation::SubscriptionEntry>>,
+    /// Namespaces served by the files or HTTP resolver adapters (`[[adapters]]`).
+    pub adapters: Option<Vec<crate::federation::AdapterEntry>>,
 }
 
 impl FileConfig {
