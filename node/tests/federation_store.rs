@@ -87,6 +87,16 @@ both_backends! {
         assert_eq!(store.subscription("s").await.unwrap().unwrap().seq, 1);
     }
 
+    async fn another_process_commits_reach_the_head_watch_by_refresh(db) {
+        let reader = db.open().await;
+        let writer = db.open().await;
+        let head = reader.subscribe_seq();
+        create(&writer, "w").await;
+        assert_eq!(*head.borrow(), 0, "another process's commit is not seen by the watch");
+        assert_eq!(reader.refresh_head().await.unwrap(), 2);
+        assert_eq!(*head.borrow(), 2);
+    }
+
     async fn channel_reads_filter_by_trigger_and_carry_values(db) {
         let store = db.open().await;
         for id in ["a", "b", "c"] {

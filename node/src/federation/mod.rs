@@ -66,6 +66,7 @@ pub struct Federation {
     states: States,
     subs: Vec<subscriptions::Running>,
     status: Option<tokio::task::JoinHandle<()>>,
+    head_poll: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -108,7 +109,10 @@ impl Federation {
             s.applier.abort();
             s.watcher.abort();
         }
-        if let Some(t) = self.status.take() {
+        for t in [self.status.take(), self.head_poll.take()]
+            .into_iter()
+            .flatten()
+        {
             t.abort();
         }
         if let Some(e) = &self.endpoint {
@@ -159,6 +163,7 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
                 states,
                 subs: Vec::new(),
                 status: None,
+                head_poll: None,
             },
             resolver,
         ));
@@ -288,6 +293,21 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
         })?;
         subs.push(subscriptions::start(&endpoint, store.clone(), s, grant, states.clone()).await?);
     }
+    // Other processes of this platform (PostgreSQL, or tools on the SQLite file) commit events
+    // this process's writer never sees: poll the head so that live streams pick them up
+    // within a quarter second.
+    let head_poll = Some({
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.refresh_head().await {
+                    tracing::debug!(error = %e.message, "outbox head not refreshed");
+                }
+            }
+        })
+    });
     let status = tokio::spawn(status_loop(
         data.clone(),
         platform.to_owned(),
@@ -303,6 +323,7 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
             states,
             subs,
             status: Some(status),
+            head_poll,
         },
         resolver,
     ))

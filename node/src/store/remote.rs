@@ -260,6 +260,19 @@ impl Store {
         .map_err(store_err)
     }
 
+    /// Read the outbox head from the database and move [`Store::subscribe_seq`] up to it:
+    /// events committed by other processes (several processes of one platform on one
+    /// PostgreSQL database) then reach live EAGER streams too. Returns the head.
+    pub async fn refresh_head(&self) -> Result<u64, BverError> {
+        let head = self.outbox_head().await?;
+        self.inner.seq_tx.send_if_modified(|v| {
+            let moved = head > *v;
+            *v = (*v).max(head);
+            moved
+        });
+        Ok(head)
+    }
+
     /// Outbox events with `from <= seq <= to` whose trigger is one of `triggers`, in order,
     /// at most `limit`, each with the value of the version it announces (when that version
     /// is stored here).
