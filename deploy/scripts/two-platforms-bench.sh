@@ -5,6 +5,9 @@
 #
 #   deploy/scripts/two-platforms-bench.sh                # live: subscriber up while writing
 #   REPLAY=1 deploy/scripts/two-platforms-bench.sh       # replay: subscriber starts after
+#   LATENCY=1 RATE=500 deploy/scripts/two-platforms-bench.sh
+#       # writes through the publisher's REST API at RATE/s, then commit-to-remote-apply
+#       # latency per event (origin commit time vs the subscriber's apply, ms resolution)
 #
 # BVER=path/to/bver (default: target/debug/bver), N writes per task, TASKS writer tasks
 # (`bver debug write-burst` on the publisher's file). Uses UDP ports 17811 and 17821.
@@ -47,6 +50,48 @@ if [ -n "$REPLAY" ]; then
   kill $PA $PB; exit 0
 fi
 sleep 2
+if [ -n "$LATENCY" ]; then
+  HTTP_A=$(grep -o 'http://[0-9.:]*/v1' $T/a.log | head -1)
+  TOKEN=$($B token issue --data $T/a --sub bench --scope 'refs:*:*')
+  TOTAL=${N}
+  python3 - "$HTTP_A" "$TOKEN" "$TOTAL" "${RATE:-500}" <<'PY'
+import json, sys, threading, time, urllib.request
+base, token, total, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+start = time.time()
+def worker(k, step):
+    for i in range(k, total, step):
+        due = start + i / rate
+        d = due - time.time()
+        if d > 0:
+            time.sleep(d)
+        req = urllib.request.Request(base + "/refs/burst/item", method="POST",
+            data=json.dumps({"id": f"l{i}", "value": {"i": i}}).encode(),
+            headers={"Authorization": "Bearer " + token, "content-type": "application/json"})
+        urllib.request.urlopen(req).read()
+ts = [threading.Thread(target=worker, args=(k, 16)) for k in range(16)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(f"wrote {total} in {time.time()-start:.2f}s")
+PY
+  while true; do
+    seq=$(python3 -c "import json;d=json.load(open('$T/b/federation.json'));print(d['subscriptions'][0]['seq'])" 2>/dev/null || echo 0)
+    [ "$seq" -ge "$TOTAL" ] && break
+    sleep 0.05
+  done
+  kill -TERM $PA $PB; wait $PA $PB 2>/dev/null || true
+  python3 - "$T" <<'PY'
+import sqlite3, sys
+t = sys.argv[1]
+a = dict(sqlite3.connect(f"{t}/a/bver.db").execute("select seq, at from bver_events"))
+lat = []
+for rid, at in sqlite3.connect(f"{t}/b/bver.db").execute("select request_id, at from bver_events where trigger = 'remote.item'"):
+    seq = int(rid.rsplit('/', 1)[1])
+    lat.append(at - a[seq])
+lat.sort()
+p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+print(f"commit-to-remote-apply over {len(lat)} events: p50 {p(0.5)} ms, p99 {p(0.99)} ms, max {lat[-1]} ms")
+PY
+  exit 0
+fi
 TOTAL=$((N*TASKS))
 start=$(date +%s.%N)
 $B debug write-burst --data $T/a --count $N --tasks $TASKS > /dev/null
