@@ -11,7 +11,7 @@ pub mod broker;
 pub mod cli;
 pub mod datadir;
 pub mod domain;
-pub mod mcp;
 pub mod federation;
+pub mod mcp;
 pub mod serve;
 pub mod store;
