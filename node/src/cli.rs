@@ -36,7 +36,7 @@ enum Command {
     /// Work with contract packages (`bver contracts check OLD NEW`).
     Contracts(contracts::ContractsArgs),
     /// Run a platform node: REST + OpenAPI, JWT-scoped, with health and metrics.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Serve the domain over MCP on stdin/stdout (for desktop MCP clients), as one token's
     /// principal.
     Mcp(mcp::McpArgs),
@@ -66,7 +66,7 @@ pub fn main() -> ExitCode {
         Command::Manifest(args) => manifest::run(args),
         Command::Get(args) => get::run(args),
         Command::Contracts(args) => contracts::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Mcp(args) => mcp::run(args),
         Command::Token(args) => token::run_token(args),
         Command::Key(args) => token::run_key(args),
