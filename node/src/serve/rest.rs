@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -157,10 +158,11 @@ async fn call(
     idempotency_key: Option<String>,
 ) -> Result<Value, Problem> {
     let start = Instant::now();
-    let mutation = st.broker.operation(&operation).is_some_and(|s| s.mutation);
+    // Unknown operations are not counted: their names come from clients (unbounded labels).
+    let known = st.broker.operation(&operation).map(|s| s.mutation);
+    let name = operation.clone();
     let mut c = Call::new(operation, input).request_id(request_id.0.clone());
     c.idempotency_key = idempotency_key;
-    let name = c.operation.clone();
     let result = st.broker.invoke(principal, c).await;
     let outcome = match &result {
         Ok(_) => "ok",
@@ -171,7 +173,7 @@ async fn call(
     {
         tracing::error!(operation = %name, error = %e, "operation failed");
     }
-    if st.broker.operation(&name).is_some() {
+    if let Some(mutation) = known {
         st.metrics
             .operation(&name, mutation, outcome, start.elapsed());
     }
@@ -248,8 +250,50 @@ pub(super) async fn invoke_op(
 // ---------------------------------------------------------------------------------------
 // Resource routes
 
-type RepoPath = Result<Path<(String, String)>, PathRejection>;
-type RefPath = Result<Path<(String, String, String)>, PathRejection>;
+/// `{namespace}/{repo}` of a resource route, the repo checked to exist in that namespace.
+pub(super) struct RepoPath {
+    repo: String,
+    ns: String,
+}
+
+/// `{namespace}/{repo}/{id}` of a resource route, the repo checked as for [`RepoPath`].
+pub(super) struct RefPath {
+    repo: String,
+    id: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for RepoPath {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, Problem> {
+        let Path((ns, repo)) = Path::<(String, String)>::from_request_parts(parts, st)
+            .await
+            .map_err(path_rejection)?;
+        check_repo(st, &ns, &repo)?;
+        Ok(Self { repo, ns })
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for RefPath {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, Problem> {
+        // The first three segments; routes with more (`versions/{version}`) read the rest.
+        let Path(segments) = Path::<Vec<String>>::from_request_parts(parts, st)
+            .await
+            .map_err(path_rejection)?;
+        let [ns, repo, id, ..] = segments.as_slice() else {
+            return Err(Problem::malformed(
+                "the path needs a namespace, a repo and an id",
+            ));
+        };
+        check_repo(st, ns, repo)?;
+        Ok(Self {
+            repo: repo.clone(),
+            id: id.clone(),
+        })
+    }
+}
 
 /// `GET /v1/refs/{namespace}/{repo}?kind=&limit=&cursor=`.
 pub(super) async fn list_refs(
@@ -259,8 +303,7 @@ pub(super) async fn list_refs(
     path: RepoPath,
     q: Query_,
 ) -> Result<Response, Problem> {
-    let Path((ns, repo)) = path.map_err(path_rejection)?;
-    check_repo(&st, &ns, &repo)?;
+    let RepoPath { repo, .. } = path;
     let q = query(q, &["kind", "limit", "cursor"])?;
     let limit = q.get("limit").map(|l| uint("limit", l)).transpose()?;
     let input = obj([
@@ -282,8 +325,7 @@ pub(super) async fn create_ref(
     headers: HeaderMap,
     JsonBody(input): JsonBody,
 ) -> Result<Response, Problem> {
-    let Path((ns, repo)) = path.map_err(path_rejection)?;
-    check_repo(&st, &ns, &repo)?;
+    let RepoPath { repo, ns } = path;
     let key = idempotency_key(&headers)?;
     let out = call(&st, &p, &rid, format!("refs.{repo}.create"), input, key).await?;
     let location = out
@@ -306,8 +348,7 @@ pub(super) async fn get_ref(
     headers: HeaderMap,
     q: Query_,
 ) -> Result<Response, Problem> {
-    let Path((ns, repo, id)) = path.map_err(path_rejection)?;
-    check_repo(&st, &ns, &repo)?;
+    let RefPath { repo, id } = path;
     query(q, &[])?;
     let out = call(
         &st,
@@ -339,11 +380,11 @@ pub(super) async fn get_version(
     State(st): St,
     Extension(p): Who,
     Extension(rid): Rid,
-    path: Result<Path<(String, String, String, String)>, PathRejection>,
+    RefPath { repo, id }: RefPath,
+    Path(segments): Path<Vec<String>>,
 ) -> Result<Response, Problem> {
-    let Path((ns, repo, id, version)) = path.map_err(path_rejection)?;
-    check_repo(&st, &ns, &repo)?;
-    let version = uint("version", &version)?;
+    // RefPath has read the same path, so this extraction cannot fail.
+    let version = uint("version", segments.last().map_or("", String::as_str))?;
     let input = json!({ "id": id, "version": version });
     let out = call(&st, &p, &rid, format!("refs.{repo}.get"), input, None).await?;
     Ok(with_etag(StatusCode::OK, out))
@@ -358,8 +399,7 @@ pub(super) async fn replace_ref(
     headers: HeaderMap,
     JsonBody(value): JsonBody,
 ) -> Result<Response, Problem> {
-    let Path((ns, repo, id)) = path.map_err(path_rejection)?;
-    check_repo(&st, &ns, &repo)?;
+    let RefPath { repo, id } = path;
     let key = idempotency_key(&headers)?;
     let input = obj([
         ("id", json!(id)),
@@ -380,8 +420,7 @@ pub(super) async fn patch_ref(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let Path((ns, repo, id)) = path.map_err(path_rejection)?;
-    check_repo(&st, &ns, &repo)?;
+    let RefPath { repo, id } = path;
     let body = body.map_err(body_rejection)?;
     let media = headers
         .get(header::CONTENT_TYPE)
@@ -430,8 +469,7 @@ pub(super) async fn delete_ref(
     path: RefPath,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let Path((ns, repo, id)) = path.map_err(path_rejection)?;
-    check_repo(&st, &ns, &repo)?;
+    let RefPath { repo, id } = path;
     let key = idempotency_key(&headers)?;
     let input = obj([
         ("id", json!(id)),
@@ -449,8 +487,7 @@ pub(super) async fn history(
     path: RefPath,
     q: Query_,
 ) -> Result<Response, Problem> {
-    let Path((ns, repo, id)) = path.map_err(path_rejection)?;
-    check_repo(&st, &ns, &repo)?;
+    let RefPath { repo, id } = path;
     let q = query(q, &["limit", "cursor"])?;
     let limit = q.get("limit").map(|l| uint("limit", l)).transpose()?;
     let input = obj([
@@ -470,8 +507,7 @@ pub(super) async fn diff(
     path: RefPath,
     q: Query_,
 ) -> Result<Response, Problem> {
-    let Path((ns, repo, id)) = path.map_err(path_rejection)?;
-    check_repo(&st, &ns, &repo)?;
+    let RefPath { repo, id } = path;
     let q = query(q, &["from", "to"])?;
     let from = q
         .get("from")
@@ -493,13 +529,7 @@ pub(super) async fn restore(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
-    let Path((ns, repo, id)) = path.map_err(path_rejection)?;
-    check_repo(&st, &ns, &repo)?;
-    let key = idempotency_key(&headers)?;
-    let mut input = body;
-    merge_fields(&mut input, &id, if_match(&headers)?)?;
-    let out = call(&st, &p, &rid, format!("refs.{repo}.restore"), input, key).await?;
-    Ok(with_etag(StatusCode::OK, out))
+    body_op(&st, &p, &rid, path, "restore", &headers, body).await
 }
 
 /// `PUT /v1/refs/{namespace}/{repo}/{id}/kind`: body `{"kind": K, "value"?: V}`.
@@ -511,20 +541,22 @@ pub(super) async fn change_kind(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
-    let Path((ns, repo, id)) = path.map_err(path_rejection)?;
-    check_repo(&st, &ns, &repo)?;
-    let key = idempotency_key(&headers)?;
-    let mut input = body;
-    merge_fields(&mut input, &id, if_match(&headers)?)?;
-    let out = call(
-        &st,
-        &p,
-        &rid,
-        format!("refs.{repo}.change_kind"),
-        input,
-        key,
-    )
-    .await?;
+    body_op(&st, &p, &rid, path, "change_kind", &headers, body).await
+}
+
+/// A mutation whose input is the request body plus the path's id and the `If-Match` version.
+async fn body_op(
+    st: &AppState,
+    p: &Principal,
+    rid: &RequestId,
+    RefPath { repo, id }: RefPath,
+    suffix: &str,
+    headers: &HeaderMap,
+    mut input: Value,
+) -> Result<Response, Problem> {
+    let key = idempotency_key(headers)?;
+    merge_fields(&mut input, &id, if_match(headers)?)?;
+    let out = call(st, p, rid, format!("refs.{repo}.{suffix}"), input, key).await?;
     Ok(with_etag(StatusCode::OK, out))
 }
 
