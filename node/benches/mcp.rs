@@ -110,7 +110,13 @@ async fn main() {
         token: t,
         verifier: std::sync::Arc::new(p.verifier),
     };
-    let server = McpServer::new(p.broker, p.identity.platform_id, caller, None).unwrap();
+    let server = McpServer::new(
+        bver_node::broker::Broker::new(p.domain.clone(), p.store).unwrap(),
+        p.identity.platform_id,
+        caller,
+        None,
+    )
+    .unwrap();
     let (client_io, server_io) = tokio::io::duplex(1 << 20);
     tokio::spawn(async move {
         let running = server.serve(server_io).await.unwrap();

@@ -70,14 +70,20 @@ pub(crate) fn run(args: McpArgs) -> ExitCode {
             token: token.trim().to_owned(),
             verifier,
         };
-        let server =
-            match McpServer::new(platform.broker, platform.identity.platform_id, caller, None) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("bver mcp: {}", e.message);
-                    return ExitCode::from(2);
-                }
-            };
+        let broker = match crate::broker::Broker::new(platform.domain.clone(), platform.store) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("bver mcp: {}", e.message);
+                return ExitCode::from(2);
+            }
+        };
+        let server = match McpServer::new(broker, platform.identity.platform_id, caller, None) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("bver mcp: {}", e.message);
+                return ExitCode::from(2);
+            }
+        };
         match crate::mcp::serve_stdio(server).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -143,18 +143,17 @@ pub async fn start(config: ServeConfig) -> Result<Running, BverError> {
         revocations,
         vconfig,
         verifier,
-        broker,
+        store,
         sqlite_path,
     } = platform::open(&config).await?;
     let now = bver_auth::unix_now();
     let auth = AuthState::new(verifier, keys.jwks(now), revocations.clone());
     // Federation needs the store (its outbox and values) and gives the resolver that routes
-    // peers' namespaces; the broker is rebuilt around that resolver.
-    let store = broker.store().clone();
+    // peers' namespaces; the one broker is built around that resolver.
     let backend = store.backend_name();
     let (federation, resolver) = crate::federation::start(crate::federation::Parts {
         platform: &identity.platform_id,
-        keys: data.key_set(now)?.0,
+        keys,
         revocations: revocations.clone(),
         store: store.clone(),
         domain: &domain,

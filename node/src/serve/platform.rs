@@ -2,7 +2,7 @@
 //!
 //! [`open`] loads and compiles the domain, opens the data directory (fixing the platform's
 //! identity on the first start), builds the token verifier from the data directory's keys
-//! and revocations, opens the store and builds the one [`Broker`]. The HTTP node
+//! and revocations, opens the store (each caller builds the one broker over it). The HTTP node
 //! (`serve::start`) and the stdio MCP server (`cli/mcp.rs`) both start here, so a token that
 //! `bver serve` accepts is accepted by `bver mcp` against the same data directory, and
 //! nothing else is.
@@ -14,13 +14,11 @@ use bver_auth::{HmacSecret, KeySet, Revocations, Verifier, VerifierConfig};
 use bver_contracts::BverError;
 
 use super::config::{ServeConfig, config_error};
-use crate::broker::Broker;
 use crate::datadir::{DataDir, Identity};
 use crate::domain::{self, Domain};
 use crate::store::{Store, StoreOptions};
 
 /// An opened platform, ready to serve.
-#[derive(Debug)]
 pub struct Platform {
     /// The compiled domain.
     pub domain: Arc<Domain>,
@@ -40,10 +38,20 @@ pub struct Platform {
     pub vconfig: VerifierConfig,
     /// The verifier built from `keys`.
     pub verifier: Verifier,
-    /// The one broker over the store.
-    pub broker: Broker,
+    /// The store; the caller builds the one broker over it (`Broker::new`, or
+    /// `Broker::with_resolver` once federation has routed peers' namespaces).
+    pub store: Store,
     /// Where the SQLite store is, when it is SQLite.
     pub sqlite_path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform")
+            .field("identity", &self.identity)
+            .field("backend", &self.store.backend_name())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Open the platform `config` describes; see the module docs.
@@ -116,7 +124,6 @@ pub async fn open(config: &ServeConfig) -> Result<Platform, BverError> {
             (Store::open_sqlite(&path, options).await?, Some(path))
         }
     };
-    let broker = Broker::new(domain.clone(), store)?;
     Ok(Platform {
         domain,
         data,
@@ -127,7 +134,7 @@ pub async fn open(config: &ServeConfig) -> Result<Platform, BverError> {
         revocations,
         vconfig,
         verifier,
-        broker,
+        store,
         sqlite_path,
     })
 }
