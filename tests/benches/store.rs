@@ -26,6 +26,10 @@
 
 #![allow(missing_docs)]
 
+/// The same allocator as the `bver` binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -41,23 +41,28 @@ pub(crate) enum Arg {
     Bool(bool),
 }
 
-/// Bind every argument of `$args` to the query `$q`.
-macro_rules! bind_all {
-    ($q:expr, $args:expr) => {{
-        let mut q = $q;
-        for a in $args {
-            q = match a {
-                $crate::store::sql::Arg::Int(v) => q.bind(v),
-                $crate::store::sql::Arg::Text(v) => q.bind(v),
-                $crate::store::sql::Arg::Shared(v) => q.bind(v),
-                $crate::store::sql::Arg::OptText(v) => q.bind(v),
-                $crate::store::sql::Arg::Bool(v) => q.bind(v),
-            };
+/// A query of `$sql` with every argument of `$args` bound into one `$ty` (the backend's
+/// arguments type) sized up front: a batch binds thousands of arguments, and growing the
+/// buffer one push at a time reallocates and copies it a dozen times.
+macro_rules! query_args {
+    ($ty:ty, $sql:expr, $args:expr) => {{
+        let args = $args.into_iter();
+        let mut buf = <$ty>::default();
+        sqlx::Arguments::reserve(&mut buf, args.size_hint().0, 0);
+        for a in args {
+            match a {
+                $crate::store::sql::Arg::Int(v) => sqlx::Arguments::add(&mut buf, v),
+                $crate::store::sql::Arg::Text(v) => sqlx::Arguments::add(&mut buf, v),
+                $crate::store::sql::Arg::Shared(v) => sqlx::Arguments::add(&mut buf, v),
+                $crate::store::sql::Arg::OptText(v) => sqlx::Arguments::add(&mut buf, v),
+                $crate::store::sql::Arg::Bool(v) => sqlx::Arguments::add(&mut buf, v),
+            }
+            .map_err(sqlx::Error::Encode)?;
         }
-        q
+        sqlx::query_with($sql, buf)
     }};
 }
-pub(crate) use bind_all;
+pub(crate) use query_args;
 
 /// Placeholders for `rows` rows of `cols` columns: `($1, $2, $3), ($4, $5, $6)` on
 /// PostgreSQL, `(?, ?, ?), (?, ?, ?)` on SQLite.

@@ -31,7 +31,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cache::ReadCache;
-use super::sql::{self, Arg, Dialect, Statements, Stmt, bind_all, chunks, i64_of};
+use super::sql::{self, Arg, Dialect, Statements, Stmt, chunks, i64_of, query_args};
 use super::types::{Change, ChangeType, Committed, Current, Mutation, RefKey, TriggerEvent};
 use super::{Backend, storage_error};
 
@@ -148,6 +148,7 @@ impl Writer {
                 let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
                 let out = commit_in!(
                     tx,
+                    sqlx::sqlite::SqliteArguments,
                     &self.statements,
                     self.cache.as_deref(),
                     &self.epoch,
@@ -160,6 +161,7 @@ impl Writer {
                 let mut tx = pool.begin().await?;
                 let out = commit_in!(
                     tx,
+                    sqlx::postgres::PgArguments,
                     &self.statements,
                     self.cache.as_deref(),
                     &self.epoch,
@@ -216,12 +218,56 @@ struct Planned {
     /// statement that stores them.
     value_text: Arc<str>,
     diff_text: Arc<str>,
-    principal: String,
-    operation: String,
-    request_id: String,
+    /// The texts of its rows, shared with the other rows of the batch.
+    texts: RowTexts,
     idempotency: Option<(String, String)>,
     /// Named triggers the mutation fires (each one more outbox event after the built-in one).
     fired: Vec<String>,
+}
+
+/// The text columns of one mutation's rows. Each distinct text is allocated once per batch
+/// and bound by reference count (SQLite binds an `Arc<str>` without a copy), instead of one
+/// `String` per column per row.
+#[derive(Clone)]
+struct RowTexts {
+    namespace: Arc<str>,
+    repo: Arc<str>,
+    id: Arc<str>,
+    change: Arc<str>,
+    trigger: Arc<str>,
+    principal: Arc<str>,
+    operation: Arc<str>,
+    request_id: Arc<str>,
+}
+
+/// The distinct texts of one batch.
+#[derive(Default)]
+struct Texts(HashMap<String, Arc<str>>);
+
+impl Texts {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(s) {
+            return Arc::clone(t);
+        }
+        let t: Arc<str> = Arc::from(s);
+        self.0.insert(s.to_owned(), Arc::clone(&t));
+        t
+    }
+
+    fn row(&mut self, m: &Mutation, change: ChangeType) -> RowTexts {
+        let trigger = format!("refs.{}.{}", m.key.repo, change.as_str());
+        RowTexts {
+            namespace: self.get(&m.key.namespace),
+            repo: self.get(&m.key.repo),
+            // Unique per key: not worth a lookup.
+            id: Arc::from(m.key.id.as_str()),
+            change: self.get(change.as_str()),
+            trigger: self.get(&trigger),
+            principal: self.get(&m.provenance.principal),
+            operation: self.get(&m.provenance.operation),
+            request_id: Arc::from(m.provenance.request_id.as_str()),
+        }
+    }
 }
 
 /// Compute the batch in memory: for each mutation, its new state or its error.
@@ -242,6 +288,7 @@ fn plan(
         .iter()
         .any(|m| matches!(m.change, Change::Restore { .. }));
     let mut fresh: HashMap<(RefKey, u64), (Option<String>, Value, bool)> = HashMap::new();
+    let mut texts = Texts::default();
     for (index, m) in mutations.iter().enumerate() {
         if let Some(i) = &m.idempotency {
             let k = (m.provenance.principal.clone(), i.key.clone());
@@ -274,6 +321,7 @@ fn plan(
                     .unwrap_or(Value::Array(Vec::new()));
                 let value_text: Arc<str> = json_text(&next.value);
                 let diff_text: Arc<str> = json_text(&diff);
+                let committed_change = next.change;
                 let committed = Committed {
                     key: m.key.clone(),
                     version: next.version,
@@ -333,9 +381,7 @@ fn plan(
                     committed,
                     value_text,
                     diff_text,
-                    principal: m.provenance.principal.clone(),
-                    operation: m.provenance.operation.clone(),
-                    request_id: m.provenance.request_id.clone(),
+                    texts: texts.row(m, committed_change),
                     idempotency,
                     fired,
                 });
@@ -501,11 +547,11 @@ fn apply(
 }
 
 /// The bind arguments of one current row ([`sql::CURRENT_COLUMNS`]).
-fn current_args(c: &Current, value: &Arc<str>) -> [Arg; 9] {
+fn current_args(c: &Current, value: &Arc<str>, t: &RowTexts) -> [Arg; 9] {
     [
-        Arg::Text(c.key.namespace.clone()),
-        Arg::Text(c.key.repo.clone()),
-        Arg::Text(c.key.id.clone()),
+        Arg::Shared(Arc::clone(&t.namespace)),
+        Arg::Shared(Arc::clone(&t.repo)),
+        Arg::Shared(Arc::clone(&t.id)),
         Arg::OptText(c.kind.clone()),
         Arg::Shared(Arc::clone(value)),
         Arg::Int(i64_of(c.version)),
@@ -517,20 +563,20 @@ fn current_args(c: &Current, value: &Arc<str>) -> [Arg; 9] {
 
 /// The bind arguments of one version row ([`sql::VERSION_COLUMNS`]).
 fn version_args(p: &Planned) -> [Arg; 14] {
-    let c = &p.committed;
+    let (c, t) = (&p.committed, &p.texts);
     [
-        Arg::Text(c.key.namespace.clone()),
-        Arg::Text(c.key.repo.clone()),
-        Arg::Text(c.key.id.clone()),
+        Arg::Shared(Arc::clone(&t.namespace)),
+        Arg::Shared(Arc::clone(&t.repo)),
+        Arg::Shared(Arc::clone(&t.id)),
         Arg::Int(i64_of(c.version)),
         Arg::OptText(c.kind.clone()),
         Arg::Shared(Arc::clone(&p.value_text)),
         Arg::Bool(c.deleted),
-        Arg::Text(c.change.as_str().to_owned()),
+        Arg::Shared(Arc::clone(&t.change)),
         Arg::Shared(Arc::clone(&p.diff_text)),
-        Arg::Text(p.principal.clone()),
-        Arg::Text(p.operation.clone()),
-        Arg::Text(p.request_id.clone()),
+        Arg::Shared(Arc::clone(&t.principal)),
+        Arg::Shared(Arc::clone(&t.operation)),
+        Arg::Shared(Arc::clone(&t.request_id)),
         Arg::OptText(p.idempotency.as_ref().map(|(k, _)| k.clone())),
         Arg::Int(c.at),
     ]
@@ -538,21 +584,21 @@ fn version_args(p: &Planned) -> [Arg; 14] {
 
 /// The bind arguments of one outbox event ([`sql::EVENT_COLUMNS`]).
 fn event_args(p: &Planned, epoch: &Arc<str>) -> [Arg; 14] {
-    let c = &p.committed;
+    let (c, t) = (&p.committed, &p.texts);
     [
         Arg::Int(i64_of(c.seq)),
         Arg::Shared(Arc::clone(epoch)),
-        Arg::Text(format!("refs.{}.{}", c.key.repo, c.change.as_str())),
-        Arg::Text(c.key.namespace.clone()),
-        Arg::Text(c.key.repo.clone()),
-        Arg::Text(c.key.id.clone()),
+        Arg::Shared(Arc::clone(&t.trigger)),
+        Arg::Shared(Arc::clone(&t.namespace)),
+        Arg::Shared(Arc::clone(&t.repo)),
+        Arg::Shared(Arc::clone(&t.id)),
         Arg::Int(i64_of(c.version)),
         Arg::OptText(c.kind.clone()),
-        Arg::Text(c.change.as_str().to_owned()),
+        Arg::Shared(Arc::clone(&t.change)),
         Arg::Shared(Arc::clone(&p.diff_text)),
-        Arg::Text(p.principal.clone()),
-        Arg::Text(p.operation.clone()),
-        Arg::Text(p.request_id.clone()),
+        Arg::Shared(Arc::clone(&t.principal)),
+        Arg::Shared(Arc::clone(&t.operation)),
+        Arg::Shared(Arc::clone(&t.request_id)),
         Arg::Int(c.at),
     ]
 }
@@ -587,7 +633,7 @@ fn nulls(n: usize) -> impl Iterator<Item = Arg> {
 /// read, one write, `COMMIT`), with statements padded to a few shapes (see [`Stmt`]). On
 /// PostgreSQL it takes one statement per table and chunk, and the outbox counter is taken last.
 macro_rules! commit_in {
-    ($tx:ident, $stmts:expr, $cache:expr, $epoch:expr, $mutations:expr) => {{
+    ($tx:ident, $args_ty:ty, $stmts:expr, $cache:expr, $epoch:expr, $mutations:expr) => {{
         let stmts: &Statements = $stmts;
         let cache: Option<&ReadCache> = $cache;
         let sqlite = stmts.dialect() == Dialect::Sqlite;
@@ -607,7 +653,7 @@ macro_rules! commit_in {
             let part = &idem_keys[offset..offset + size];
             offset += size;
             let args = part.iter().flat_map(|(p, k)| [Arg::Text(p.clone()), Arg::Text(k.clone())]);
-            let rows = bind_all!(sqlx::query(stmts.get(Stmt::ReadIdempotency, size)), args).fetch_all(&mut *$tx).await?;
+            let rows = query_args!($args_ty, stmts.get(Stmt::ReadIdempotency, size), args).fetch_all(&mut *$tx).await?;
             for row in rows {
                 let response: String = row.try_get("response")?;
                 let committed: Committed =
@@ -646,7 +692,7 @@ macro_rules! commit_in {
                             .enumerate()
                             .flat_map(|(i, k)| key_args(k).into_iter().chain([Arg::Int((start + i) as i64)]))
                             .chain(nulls((size - rows) * 4));
-                        let row = bind_all!(sqlx::query(stmts.get(Stmt::ReadVersions, size)), args)
+                        let row = query_args!($args_ty, stmts.get(Stmt::ReadVersions, size), args)
                             .fetch_one(&mut *$tx)
                             .await?;
                         sqlite_counter = Some(row.try_get(0)?);
@@ -672,7 +718,7 @@ macro_rules! commit_in {
                 let part = &to_read[offset..offset + rows];
                 offset += rows;
                 let args = part.iter().flat_map(|k| key_args(k)).chain(nulls((size - rows) * 3));
-                let row = bind_all!(sqlx::query(stmts.get(Stmt::ReadCurrent, size)), args)
+                let row = query_args!($args_ty, stmts.get(Stmt::ReadCurrent, size), args)
                     .fetch_one(&mut *$tx)
                     .await?;
                 sqlite_counter = Some(row.try_get(0)?);
@@ -687,7 +733,7 @@ macro_rules! commit_in {
                 let part = &keys[offset..offset + size];
                 offset += size;
                 let args = part.iter().flat_map(|k| key_args(k));
-                for row in bind_all!(sqlx::query(stmts.get(Stmt::ReadCurrent, size)), args).fetch_all(&mut *$tx).await? {
+                for row in query_args!($args_ty, stmts.get(Stmt::ReadCurrent, size), args).fetch_all(&mut *$tx).await? {
                     let c = sql::current_of(&row)?;
                     current.insert(c.key.clone(), Arc::new(c));
                 }
@@ -721,13 +767,13 @@ macro_rules! commit_in {
         let mut last_seq = None;
         if !planned.is_empty() {
             // The final state of each changed key, with the value text of its last version.
-            let changed: Vec<(&Current, Arc<str>)> = {
+            let changed: Vec<(&Current, Arc<str>, RowTexts)> = {
                 let mut seen = HashSet::with_capacity(planned.len());
                 planned
                     .iter()
                     .rev()
                     .filter(|p| seen.insert(&p.committed.key))
-                    .filter_map(|p| current.get(&p.committed.key).map(|c| (&**c, Arc::clone(&p.value_text))))
+                    .filter_map(|p| current.get(&p.committed.key).map(|c| (&**c, Arc::clone(&p.value_text), p.texts.clone())))
                     .collect()
             };
             let epoch: Arc<str> = Arc::from($epoch.as_str());
@@ -752,14 +798,14 @@ macro_rules! commit_in {
                     done_changed += changed_rows;
                     let args = changed_part
                         .iter()
-                        .flat_map(|(c, value)| current_args(c, value))
+                        .flat_map(|(c, value, t)| current_args(c, value, t))
                         .chain(nulls((size - changed_rows) * 9))
                         .chain(part.iter().flat_map(version_args))
                         .chain(nulls((size - rows) * 14))
                         .chain(part.iter().flat_map(|p| event_args(p, &epoch)))
                         .chain(nulls((size - rows) * 14))
                         .chain([Arg::Int(first - 1 + done as i64)]);
-                    bind_all!(sqlx::query(stmts.get(Stmt::SqliteWrite, size)), args).execute(&mut *$tx).await?;
+                    query_args!($args_ty, stmts.get(Stmt::SqliteWrite, size), args).execute(&mut *$tx).await?;
                 }
                 last_seq = Some((first - 1 + n) as u64);
                 if fired > 0 {
@@ -768,7 +814,7 @@ macro_rules! commit_in {
                     for size in chunks(fired) {
                         let part = &args[offset * 14..(offset + size) * 14];
                         offset += size;
-                        bind_all!(sqlx::query(stmts.get(Stmt::InsertEvents, size)), part.iter().cloned())
+                        query_args!($args_ty, stmts.get(Stmt::InsertEvents, size), part.iter().cloned())
                             .execute(&mut *$tx)
                             .await?;
                     }
@@ -782,8 +828,8 @@ macro_rules! commit_in {
                 for size in chunks(changed.len()) {
                     let part = &changed[offset..offset + size];
                     offset += size;
-                    let args = part.iter().flat_map(|(c, value)| current_args(c, value));
-                    bind_all!(sqlx::query(stmts.get(Stmt::UpsertCurrent, size)), args).execute(&mut *$tx).await?;
+                    let args = part.iter().flat_map(|(c, value, t)| current_args(c, value, t));
+                    query_args!($args_ty, stmts.get(Stmt::UpsertCurrent, size), args).execute(&mut *$tx).await?;
                 }
 
                 // 6. Version snapshots with provenance.
@@ -792,7 +838,7 @@ macro_rules! commit_in {
                     let part = &planned[offset..offset + size];
                     offset += size;
                     let args = part.iter().flat_map(version_args);
-                    bind_all!(sqlx::query(stmts.get(Stmt::InsertVersions, size)), args).execute(&mut *$tx).await?;
+                    query_args!($args_ty, stmts.get(Stmt::InsertVersions, size), args).execute(&mut *$tx).await?;
                 }
 
                 // 7. Outbox sequence numbers: the counter row is taken last (see the module docs).
@@ -813,7 +859,7 @@ macro_rules! commit_in {
                     let part = &planned[offset..offset + size];
                     offset += size;
                     let args = part.iter().flat_map(|p| event_args(p, &epoch));
-                    bind_all!(sqlx::query(stmts.get(Stmt::InsertEvents, size)), args).execute(&mut *$tx).await?;
+                    query_args!($args_ty, stmts.get(Stmt::InsertEvents, size), args).execute(&mut *$tx).await?;
                 }
                 if fired > 0 {
                     let args = firing_args(&planned, &epoch, first + n);
@@ -821,7 +867,7 @@ macro_rules! commit_in {
                     for size in chunks(fired) {
                         let part = &args[offset * 14..(offset + size) * 14];
                         offset += size;
-                        bind_all!(sqlx::query(stmts.get(Stmt::InsertEvents, size)), part.iter().cloned())
+                        query_args!($args_ty, stmts.get(Stmt::InsertEvents, size), part.iter().cloned())
                             .execute(&mut *$tx)
                             .await?;
                     }
@@ -838,9 +884,9 @@ macro_rules! commit_in {
                 for p in part {
                     let (key, fingerprint) = p.idempotency.clone().unwrap_or_default();
                     let response = serde_json::to_string(&p.committed).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                    args.extend([Arg::Text(p.principal.clone()), Arg::Text(key), Arg::Text(fingerprint), Arg::Text(response), Arg::Int(now)]);
+                    args.extend([Arg::Shared(Arc::clone(&p.texts.principal)), Arg::Text(key), Arg::Text(fingerprint), Arg::Text(response), Arg::Int(now)]);
                 }
-                bind_all!(sqlx::query(stmts.get(Stmt::InsertIdempotency, size)), args).execute(&mut *$tx).await?;
+                query_args!($args_ty, stmts.get(Stmt::InsertIdempotency, size), args).execute(&mut *$tx).await?;
             }
             // A key reused within the batch was answered before sequence numbers existed.
             if results.iter().flatten().flatten().any(|r| r.replayed && r.seq == 0) {
