@@ -25,7 +25,7 @@ pub mod resources;
 pub mod tools;
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::Value;
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -101,7 +102,16 @@ struct Shared {
 struct Session {
     subscriptions: Arc<Mutex<HashSet<String>>>,
     forwarder: Mutex<Option<JoinHandle<()>>>,
+    /// Change receivers opened when a `subscriptions/listen` was accepted, oldest first, for
+    /// the `listen` calls that follow. The SDK acknowledges a subscription before it calls
+    /// `listen`; a receiver opened only there would miss a change the client makes as soon as
+    /// it has the acknowledgement.
+    listen_rx: Mutex<VecDeque<broadcast::Receiver<Arc<str>>>>,
 }
+
+/// Receivers kept for `listen` calls still to come (one per accepted subscription; more
+/// only when subscriptions are accepted and then fail before `listen`).
+const PENDING_LISTENS: usize = 16;
 
 impl Drop for Session {
     fn drop(&mut self) {
@@ -428,6 +438,15 @@ impl ServerHandler for McpServer {
         &self,
         requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
+        let mut pending = self
+            .session
+            .listen_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if pending.len() >= PENDING_LISTENS {
+            pending.pop_front();
+        }
+        pending.push_back(self.shared.changes.subscribe());
         Some(requested.supported_by(&Self::capabilities()))
     }
 
@@ -435,8 +454,16 @@ impl ServerHandler for McpServer {
         let ext = &context.request_context().extensions;
         let principal = self.principal(ext).map_err(|e| rpc(&e))?;
         let request_id = Self::request_id(ext);
-        // Subscribe before checking, so no change between the check and the loop is lost.
-        let mut rx = self.shared.changes.subscribe();
+        // The receiver opened when the subscription was accepted (before the SDK acknowledged
+        // it), so no change after the acknowledgement, or between the check and the loop, is
+        // lost.
+        let pending = self
+            .session
+            .listen_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front();
+        let mut rx = pending.unwrap_or_else(|| self.shared.changes.subscribe());
         let mut uris = Vec::new();
         for uri in context.accepted().resource_subscriptions.iter().flatten() {
             match resources::check_readable(&self.shared.broker, &principal, uri, &request_id).await
