@@ -1,7 +1,8 @@
 //! The store's side of federation, on both backends: remote events applied effectively once
 //! (duplicates by `(epoch, seq)` dropped, the cursor moved in the same transaction as the
-//! local trigger events and the cache), channel reads with values, the head watch moved by
-//! federation appends, and the cache keeping the newest version.
+//! local trigger events and the cache, also when two processes race on a subscription's very
+//! first batch), channel reads with values, the head watch moved by federation appends and the
+//! cache keeping the newest version.
 
 mod support;
 
@@ -111,5 +112,40 @@ both_backends! {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].0.seq, 4);
         assert!(store.channel_events(&[], 1, 6, 10).await.unwrap().is_empty());
+    }
+
+    async fn the_first_batch_of_a_subscription_applies_once_when_two_processes_race(db) {
+        // Two stores on one database, as two `bver serve` processes of one platform would
+        // be: each gets the same first batch of a subscription that no process applied yet
+        // (no cursor row to lock), at the same moment. Exactly one applies it.
+        let a = db.open().await;
+        let b = db.open().await;
+        let batch: Vec<RemoteEffect> = (1..=5).map(|n| effect(n, &format!("r{n}"), 1, true)).collect();
+        let rounds = 40;
+        for round in 0..rounds {
+            let name = format!("race{round}");
+            let epoch = format!("e{round}");
+            let barrier = Arc::new(tokio::sync::Barrier::new(2));
+            let run = |store: Store| {
+                let (name, epoch, batch, barrier) =
+                    (name.clone(), epoch.clone(), batch.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.apply_remote(&name, "sites", "site_changes", &epoch, &batch).await.unwrap()
+                })
+            };
+            let (x, y) = (run(a.clone()), run(b.clone()));
+            let (x, y) = (x.await.unwrap(), y.await.unwrap());
+            assert_eq!(x.applied + y.applied, 5, "round {round}: applied once in all ({x:?}, {y:?})");
+            assert_eq!(x.duplicates + y.duplicates, 5, "round {round}: the loser drops every event");
+            let row = a.subscription(&name).await.unwrap().unwrap();
+            assert_eq!((row.seq, row.applied), (5, 5), "round {round}");
+        }
+        let events = a.events_after(0, 10_000).await.unwrap();
+        assert_eq!(events.len(), 5 * rounds, "one local event per remote event, never two");
+        let mut seen = std::collections::HashSet::new();
+        for e in &events {
+            assert!(seen.insert(e.provenance.request_id.clone()), "applied twice: {}", e.provenance.request_id);
+        }
     }
 }

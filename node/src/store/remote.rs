@@ -141,6 +141,24 @@ where
 /// The statements of one apply, written once and run on either backend's transaction.
 macro_rules! apply_in {
     ($tx:ident, $pg:expr, $name:expr, $peer:expr, $channel:expr, $epoch:expr, $effects:expr, $local_epoch:expr) => {{
+        // Make sure the cursor row exists before it is read and locked: with no row there is
+        // nothing to lock, and two processes applying a subscription's very first batch at
+        // once would both apply it. The row is `(epoch, seq 0)`, "nothing applied yet in this
+        // epoch", the same as no row for the filter below. On PostgreSQL a second
+        // transaction's insert waits for the first one's uncommitted row and then does
+        // nothing, and its `FOR UPDATE` read (a new snapshot under READ COMMITTED) sees the
+        // committed cursor; nobody else ever sees a row of a transaction that rolled back.
+        sqlx::query(
+            "INSERT INTO bver_subscriptions (name, peer, channel, epoch, seq, applied, updated_at) \
+             VALUES ($1, $2, $3, $4, 0, 0, $5) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind($name)
+        .bind($peer)
+        .bind($channel)
+        .bind($epoch)
+        .bind(now_ms())
+        .execute(&mut *$tx)
+        .await?;
         let lock = if $pg { " FOR UPDATE" } else { "" };
         let stored = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SUB_COLUMNS} FROM bver_subscriptions WHERE name = $1{lock}"
