@@ -3,7 +3,8 @@
 //! becomes a local trigger event on `ops`), replay from a cursor, restarts of the subscriber
 //! (SIGKILL) and of the publisher (SIGTERM) mid-stream with nothing lost, nothing applied
 //! twice and order kept, remote resolution with and without scope, an unknown peer refused,
-//! and a link cut with network namespaces (root only; skipped with a message otherwise).
+//! a link cut with network namespaces (root only; skipped with a message otherwise), and two
+//! processes of one platform on one PostgreSQL database handing the subscription lease over.
 //!
 //! The payloads check themselves: reference `sN` is the N-th mutation, so its channel event
 //! has sequence number 2N at the publisher (each mutation also emits its built-in event), and
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use bver_node::store::{Store, StoreOptions};
 use serde_json::{Value, json};
+
+mod support;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_bver")
@@ -56,6 +59,8 @@ struct Node {
     eager: String,
     config: Option<String>,
     netns: Option<String>,
+    /// More `bver serve` arguments (`--postgres URL`).
+    args: Vec<String>,
     child: Option<Child>,
     http: String,
 }
@@ -69,6 +74,7 @@ impl Node {
             eager: format!("{ip}:{}", free_udp_port(ip)),
             config: None,
             netns: None,
+            args: Vec::new(),
             child: None,
             http: String::new(),
         };
@@ -78,6 +84,42 @@ impl Node {
 
     fn data(&self) -> &str {
         self.dir.path().to_str().unwrap()
+    }
+
+    /// Another process of this platform (the same identity, keys, peers, configuration and
+    /// database arguments) with its own data directory and EAGER port, as a second machine
+    /// of the platform would have.
+    fn replica(&self) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for rel in [
+            "node.json",
+            "keys/platform.key",
+            "keys/retired.json",
+            "peers.json",
+            "revocations.json",
+        ] {
+            let from = self.dir.path().join(rel);
+            if from.exists() {
+                let to = dir.path().join(rel);
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(&from, &to).unwrap();
+            }
+        }
+        let mut n = Self {
+            platform: self.platform.clone(),
+            dir,
+            domain: self.domain.clone(),
+            eager: format!("127.0.0.1:{}", free_udp_port("127.0.0.1")),
+            config: None,
+            netns: None,
+            args: self.args.clone(),
+            child: None,
+            http: String::new(),
+        };
+        if let Some(c) = &self.config {
+            n.write_config(&std::fs::read_to_string(c).unwrap());
+        }
+        n
     }
 
     fn fingerprint(&self) -> String {
@@ -145,6 +187,7 @@ impl Node {
         if let Some(c) = &self.config {
             cmd.args(["--config", c]);
         }
+        cmd.args(&self.args);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -218,10 +261,37 @@ impl Node {
         ])
     }
 
+    /// The status file (`DATA/federation.json`), once written.
+    fn status(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("federation.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Wait until the status file says whether this process runs the subscriptions.
+    fn wait_runner(&self, runner: bool, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let st = self.status();
+            if let Some(st) = &st
+                && st["lease"]["runner"] == runner
+                && !st["lease"]["current_holder"].is_null()
+                && st["pid"] == self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+            {
+                return st.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: the lease state never had runner = {runner}: {st:?}\nlog:\n{}",
+                self.platform,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The live state of subscription `name` (from the status file).
     fn subscription(&self, name: &str) -> Option<Value> {
-        let text = std::fs::read_to_string(self.dir.path().join("federation.json")).ok()?;
-        let v: Value = serde_json::from_str(&text).ok()?;
+        let v = self.status()?;
         v["subscriptions"]
             .as_array()?
             .iter()
@@ -282,6 +352,11 @@ async fn received(node: &Node, emit: &str) -> Vec<(u64, String)> {
     let store = Store::open_sqlite(&node.sqlite(), StoreOptions::default())
         .await
         .unwrap();
+    received_in(&store, emit).await
+}
+
+/// [`received`] from any store.
+async fn received_in(store: &Store, emit: &str) -> Vec<(u64, String)> {
     let events = store.events_after(0, 1_000_000).await.unwrap();
     let mut local = 0;
     let mut out = Vec::new();
@@ -531,6 +606,132 @@ async fn a_revoked_grant_cuts_the_live_stream() {
     std::thread::sleep(Duration::from_millis(500));
     let st = ops.subscription("sites.site_changes").unwrap();
     assert_eq!(st["seq"], 2, "nothing flows under a revoked grant: {st}");
+}
+
+/// Writes `sN` for each `n` of `range` at `node`, in order, in the background.
+fn write_sites(
+    c: &reqwest::Client,
+    node: &Node,
+    token: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> tokio::task::JoinHandle<()> {
+    let (c, token, http) = (c.clone(), token.to_owned(), node.http.clone());
+    tokio::spawn(async move {
+        for n in range {
+            let res = c
+                .post(format!("{http}/v1/refs/sites/site"))
+                .bearer_auth(&token)
+                .json(&json!({ "id": format!("s{n}"), "value": { "name": format!("site {n}"), "n": n } }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201);
+        }
+    })
+}
+
+/// Two `bver serve` processes of `ops` on one PostgreSQL schema: only the holder of the
+/// subscription lease connects and applies; SIGKILL it and the other takes over within the
+/// lease's bound, resuming from the persisted cursor; a graceful stop hands over at once.
+/// Every event ends up applied exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_of_a_postgres_platform_runs_the_subscriptions_and_another_takes_over() {
+    let Some(db) = support::Db::postgres().await else {
+        return;
+    };
+    let mut sites = Node::new("sites", "sites", "127.0.0.1");
+    let mut ops1 = Node::new("ops", "ops", "127.0.0.1");
+    ops1.args = db.cli_args();
+    sites.add_peer(&ops1, &[], None);
+    let grant = sites.grant("ops", &["site_changes"], &[]);
+    ops1.add_peer(&sites, &[], Some(&grant));
+    ops1.write_config(&format!(
+        "subscription_lease_ttl = \"1s\"\n{OPS_SUBSCRIBES}"
+    ));
+    let mut ops2 = ops1.replica();
+    const SUB: &str = "sites.site_changes";
+
+    sites.start();
+    let token = sites.token("refs:*:*");
+    let c = client();
+    for n in 1..=10 {
+        create_site(&c, &sites, &token, n).await;
+    }
+    ops1.start();
+    ops1.wait_runner(true, Duration::from_secs(10));
+    ops1.wait_seq(SUB, 20, Duration::from_secs(15));
+    ops2.start();
+    let standby = ops2.wait_runner(false, Duration::from_secs(10));
+    let holder1 = ops1.status().unwrap()["lease"]["holder"].clone();
+    assert_eq!(standby["lease"]["current_holder"], holder1, "{standby}");
+
+    // Events flow through ops1 only: ops2 neither connects nor applies.
+    let writer = write_sites(&c, &sites, &token, 11..=80);
+    ops1.wait_seq(SUB, 60, Duration::from_secs(15));
+    let st2 = ops2.subscription(SUB).unwrap();
+    assert_eq!(
+        (
+            st2["runner"].clone(),
+            st2["connected"].clone(),
+            st2["applied"].clone()
+        ),
+        (json!(false), json!(false), json!(0)),
+        "{st2}"
+    );
+    assert!(
+        !ops2.log().contains("subscribed"),
+        "the standby never subscribes:\n{}",
+        ops2.log()
+    );
+    let listed: Value =
+        serde_json::from_str(&bver(&["subscriptions", "--data", ops2.data(), "--json"])).unwrap();
+    assert_eq!(listed["lease"]["runner"], false, "{listed}");
+    let table = bver(&["subscriptions", "--data", ops2.data()]);
+    assert!(table.contains("standby"), "{table}");
+
+    // The holder is killed: ops2 takes over within the lease's bound (1 s + 1/5 s, with
+    // slack for the status file and a busy machine) and resumes from the persisted cursor.
+    ops1.kill();
+    let killed = Instant::now();
+    let took = ops2.wait_runner(true, Duration::from_secs(10));
+    let after = killed.elapsed();
+    assert!(after < Duration::from_secs(4), "take-over took {after:?}");
+    assert!(took["lease"]["generation"].as_u64().unwrap() >= 2, "{took}");
+    writer.await.unwrap();
+    ops2.wait_seq(SUB, 160, Duration::from_secs(20));
+    let st2 = ops2.subscription(SUB).unwrap();
+    assert_eq!(st2["connected"], true, "{st2}");
+
+    // Restarted, ops1 stands by; a graceful stop of ops2 releases the lease to it at once.
+    ops1.start();
+    ops1.wait_runner(false, Duration::from_secs(10));
+    let writer = write_sites(&c, &sites, &token, 81..=100);
+    ops2.stop();
+    ops1.wait_runner(true, Duration::from_secs(3));
+    writer.await.unwrap();
+    ops1.wait_seq(SUB, 200, Duration::from_secs(20));
+    let metrics = c
+        .get(format!("{}/metrics", ops1.http))
+        .bearer_auth(ops1.token("metrics:read"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("bver_eager_subscription_runner{"))
+        .unwrap_or_else(|| panic!("no runner gauge in:\n{metrics}"));
+    assert!(line.ends_with(" 1"), "{line}");
+
+    ops1.stop();
+    sites.stop();
+    let store = db.open().await;
+    let got = received_in(&store, "remote.site_changed").await;
+    let want: Vec<(u64, String)> = (1..=100u64).map(|n| (2 * n, format!("s{n}"))).collect();
+    assert_eq!(got.len(), want.len(), "nothing lost, nothing applied twice");
+    assert_eq!(got, want, "in order");
 }
 
 fn is_root() -> bool {

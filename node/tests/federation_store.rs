@@ -1,8 +1,9 @@
 //! The store's side of federation, on both backends: remote events applied effectively once
 //! (duplicates by `(epoch, seq)` dropped, the cursor moved in the same transaction as the
 //! local trigger events and the cache, also when two processes race on a subscription's very
-//! first batch), channel reads with values, the head watch moved by federation appends and the
-//! cache keeping the newest version.
+//! first batch), channel reads with values, the head watch moved by federation appends, the
+//! cache keeping the newest version, and leases (one holder, handed on when released or
+//! expired).
 
 mod support;
 
@@ -147,5 +148,57 @@ both_backends! {
         for e in &events {
             assert!(seen.insert(e.provenance.request_id.clone()), "applied twice: {}", e.provenance.request_id);
         }
+    }
+
+    async fn a_lease_has_one_holder_and_passes_on_when_released_or_expired(db) {
+        let a = db.open().await;
+        let b = db.open().await;
+        let ttl = std::time::Duration::from_millis(600);
+        let la = a.lease_acquire("work", "A", ttl).await.unwrap();
+        assert!(la.held);
+        assert_eq!(la.generation, 1);
+        let lb = b.lease_acquire("work", "B", ttl).await.unwrap();
+        assert!(!lb.held, "a held lease is not taken");
+        assert_eq!((lb.holder.as_str(), lb.generation), ("A", 1));
+        assert!(lb.expires_in_ms > 0 && lb.expires_in_ms <= 600, "{lb:?}");
+        // Renewal keeps the generation.
+        let la = a.lease_acquire("work", "A", ttl).await.unwrap();
+        assert_eq!((la.held, la.generation), (true, 1));
+        // Released: the next taker gets the next generation, and the old holder cannot renew.
+        assert!(a.lease_release("work", "A").await.unwrap());
+        assert!(!a.lease_release("work", "A").await.unwrap(), "released once");
+        let lb = b.lease_acquire("work", "B", ttl).await.unwrap();
+        assert_eq!((lb.held, lb.generation), (true, 2));
+        let la = a.lease_acquire("work", "A", ttl).await.unwrap();
+        assert_eq!((la.held, la.holder.as_str()), (false, "B"));
+        // Not renewed: it expires (by the database's clock) and A takes it over.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let taken = loop {
+            let l = a.lease_acquire("work", "A", ttl).await.unwrap();
+            if l.held {
+                break l;
+            }
+            assert!(std::time::Instant::now() < deadline, "never expired: {l:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(taken.generation, 3);
+        let seen = b.lease("work").await.unwrap().unwrap();
+        assert_eq!((seen.holder.as_str(), seen.generation), ("A", 3));
+        assert!(!b.lease_acquire("work", "B", ttl).await.unwrap().held, "B's renewal fails: it lost the lease");
+        // Many processes racing for a free lease: exactly one wins.
+        let c = db.open().await;
+        let mut wins = 0;
+        for round in 0..20 {
+            let name = format!("race{round}");
+            let (x, y, z) = tokio::join!(
+                a.lease_acquire(&name, "A", ttl),
+                b.lease_acquire(&name, "B", ttl),
+                c.lease_acquire(&name, "C", ttl)
+            );
+            let held = [x.unwrap(), y.unwrap(), z.unwrap()].iter().filter(|l| l.held).count();
+            assert_eq!(held, 1, "round {round}");
+            wins += held;
+        }
+        assert_eq!(wins, 20);
     }
 }

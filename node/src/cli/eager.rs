@@ -434,12 +434,26 @@ pub(crate) fn run_subscriptions(a: SubscriptionsArgs) -> ExitCode {
         println!("no subscriptions");
         return ExitCode::SUCCESS;
     }
+    let lease = &st["lease"];
+    if lease["runner"].as_bool() == Some(true) {
+        println!(
+            "this process runs the subscriptions (lease generation {})",
+            lease["generation"].as_u64().unwrap_or(0)
+        );
+    } else if let Some(holder) = lease["current_holder"].as_str() {
+        println!(
+            "standby: {holder} runs the subscriptions (lease generation {}); cursors as persisted",
+            lease["generation"].as_u64().unwrap_or(0)
+        );
+    }
     println!(
         "{:<28} {:<10} {:<16} {:>10} {:>8} {:>8}  last error",
         "NAME", "STATE", "PEER/CHANNEL", "CURSOR", "LAG", "LAG_S"
     );
     for s in subs {
-        let state = if s["stopped"].as_bool() == Some(true) {
+        let state = if s["runner"].as_bool() == Some(false) {
+            "standby"
+        } else if s["stopped"].as_bool() == Some(true) {
             "stopped"
         } else if s["connected"].as_bool() == Some(true) {
             "connected"

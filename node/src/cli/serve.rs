@@ -135,6 +135,16 @@ fn resolve(args: ServeArgs) -> Result<ServeConfig, String> {
         c.federation.cache_max_age = humantime::parse_duration(&a)
             .map_err(|e| format!("remote_cache_max_age `{a}`: {e}"))?;
     }
+    if let Some(t) = file.subscription_lease_ttl {
+        let ttl = humantime::parse_duration(&t)
+            .map_err(|e| format!("subscription_lease_ttl `{t}`: {e}"))?;
+        if ttl < std::time::Duration::from_millis(250) {
+            return Err(format!(
+                "subscription_lease_ttl `{t}`: at least 250ms (it is renewed every fifth of it)"
+            ));
+        }
+        c.federation.lease_ttl = ttl;
+    }
     Ok(c)
 }
 

@@ -16,6 +16,9 @@ pub const DEFAULT_EAGER_LISTEN: &str = "127.0.0.1:7701";
 /// How long a cached remote reference may be served without news from its owner.
 pub const DEFAULT_CACHE_MAX_AGE: Duration = Duration::from_secs(30);
 
+/// How long the subscription lease lasts without renewal (`subscription_lease_ttl`).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+
 /// A peer platform, as written in the configuration (`[[peers]]`) or in `DATA/peers.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +120,9 @@ pub struct FederationConfig {
     pub cache_max_age: Duration,
     /// First reconnect delay (tests shorten it).
     pub reconnect_base: Duration,
+    /// How long the subscription lease lasts without renewal: a standby process takes the
+    /// subscriptions over at most `lease_ttl + lease_ttl / 5` after the holder's last renewal.
+    pub lease_ttl: Duration,
 }
 
 impl Default for FederationConfig {
@@ -129,6 +135,7 @@ impl Default for FederationConfig {
             adapters: Vec::new(),
             cache_max_age: DEFAULT_CACHE_MAX_AGE,
             reconnect_base: Duration::from_millis(100),
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! serving the outbox by channel ([`sources::StoreEvents`]: the channels the domain declares),
 //! the store for remote resolution ([`sources::StorePointers`]) and grants checked by the
 //! platform's verifier (issuer = audience = the platform id, revocations shared with the HTTP
-//! API). It starts the configured subscriptions ([`subscriptions`]) and builds the resolver:
+//! API). It runs the configured subscriptions ([`subscriptions`]) while this process holds the
+//! platform's subscription lease ([`lease`]) and builds the resolver:
 //! the domain's namespaces locally, each peer's namespaces over EAGER (through the remote
 //! resolution cache when a subscription keeps it fresh, [`cache`]).
 //!
@@ -13,6 +14,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod lease;
 pub mod sources;
 pub mod subscriptions;
 
@@ -28,6 +30,7 @@ use bver_resolver::{Adapter, Resolver};
 use serde_json::json;
 
 pub use config::{AdapterEntry, FederationConfig, PeerEntry, SubscriptionEntry};
+pub use lease::{LeaseState, LeaseView};
 pub use subscriptions::{States, SubscriptionState};
 
 use self::cache::CacheAdapter;
@@ -64,7 +67,11 @@ pub struct Federation {
     /// Hex SHA-256 fingerprint of the platform's current public key (what peers pin).
     pub fingerprint: String,
     states: States,
-    subs: Vec<subscriptions::Running>,
+    lease: LeaseView,
+    runner: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::watch::Sender<bool>,
+    )>,
     status: Option<tokio::task::JoinHandle<()>>,
     head_poll: Option<tokio::task::JoinHandle<()>>,
 }
@@ -73,7 +80,7 @@ impl std::fmt::Debug for Federation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Federation")
             .field("addr", &self.addr)
-            .field("subscriptions", &self.subs.len())
+            .field("subscriptions", &self.states().len())
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +92,16 @@ impl Federation {
             .lock()
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// This process's view of the subscription lease.
+    pub fn lease(&self) -> LeaseState {
+        self.lease.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The shared lease view (for the HTTP surface).
+    pub fn lease_view(&self) -> LeaseView {
+        self.lease.clone()
     }
 
     /// The shared state map (for the HTTP surface).
@@ -102,12 +119,17 @@ impl Federation {
         std::str::from_utf8(ALPN).unwrap_or("bver-eager/1")
     }
 
-    /// Stop the subscriptions and close the endpoint.
+    /// Stop the subscriptions (releasing the subscription lease) and close the endpoint.
     pub async fn close(&mut self) {
-        for s in self.subs.drain(..) {
-            s.handle.stop();
-            s.applier.abort();
-            s.watcher.abort();
+        if let Some((task, stop)) = self.runner.take() {
+            let _ = stop.send(true);
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
         for t in [self.status.take(), self.head_poll.take()]
             .into_iter()
@@ -154,6 +176,7 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
         resolver.route(a.namespace.clone(), config::build_adapter(a)?);
     }
     let states: States = Arc::default();
+    let lease: LeaseView = Arc::default();
     if config.disabled {
         return Ok((
             Federation {
@@ -161,7 +184,8 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
                 addr: None,
                 fingerprint,
                 states,
-                subs: Vec::new(),
+                lease,
+                runner: None,
                 status: None,
                 head_poll: None,
             },
@@ -275,7 +299,7 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
         }
     }
 
-    let mut subs = Vec::new();
+    let mut prepared = Vec::new();
     for s in &config.subscriptions {
         let Some(peer) = peers.iter().find(|p| p.id == s.peer) else {
             return Err(config_error(format!(
@@ -291,8 +315,40 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
                 s.peer
             ))
         })?;
-        subs.push(subscriptions::start(&endpoint, store.clone(), s, grant, states.clone()).await?);
+        let p = subscriptions::prepare(s, grant)?;
+        if prepared
+            .iter()
+            .any(|q: &subscriptions::Prepared| q.name() == p.name())
+        {
+            return Err(config_error(format!(
+                "two subscriptions are named `{}` (set `name` on one of them)",
+                p.name()
+            )));
+        }
+        prepared.push(p);
     }
+    let stored = store.subscriptions().await?;
+    for p in &prepared {
+        subscriptions::show(&states, p, stored.iter().find(|r| r.name == p.name()));
+    }
+    // Only the holder of the subscription lease runs them (several processes of a platform
+    // may share one PostgreSQL database).
+    let runner = (!prepared.is_empty()).then(|| {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(lease::run(
+            lease::LeaseRunner {
+                endpoint: endpoint.clone(),
+                store: store.clone(),
+                subscriptions: prepared,
+                states: states.clone(),
+                view: lease.clone(),
+                holder: lease::holder_id(),
+                ttl: config.lease_ttl,
+            },
+            stopped,
+        ));
+        (task, stop)
+    });
     // Other processes of this platform (PostgreSQL, or tools on the SQLite file) commit events
     // this process's writer never sees: poll the head so that live streams pick them up
     // within a quarter second.
@@ -314,6 +370,7 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
         addr,
         fingerprint.clone(),
         states.clone(),
+        lease.clone(),
     ));
     Ok((
         Federation {
@@ -321,7 +378,8 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
             addr: Some(addr),
             fingerprint,
             states,
-            subs,
+            lease,
+            runner,
             status: Some(status),
             head_poll,
         },
@@ -341,6 +399,7 @@ async fn status_loop(
     addr: SocketAddr,
     fingerprint: String,
     states: States,
+    lease: LeaseView,
 ) {
     let path = status_path(&data);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -350,6 +409,7 @@ async fn status_loop(
             .lock()
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default();
+        let lease = lease.lock().map(|l| l.clone()).unwrap_or_default();
         let doc = json!({
             "platform": platform,
             "eager": addr.to_string(),
@@ -358,6 +418,7 @@ async fn status_loop(
             "pid": std::process::id(),
             "updated_at": bver_auth::unix_now(),
             "subscriptions": subs,
+            "lease": lease,
         });
         let tmp = path.with_extension("json.tmp");
         let ok = std::fs::write(&tmp, doc.to_string()).and_then(|()| std::fs::rename(&tmp, &path));

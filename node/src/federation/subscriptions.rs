@@ -3,6 +3,10 @@
 //! cursor in one transaction), resuming after a restart from the persisted cursor. The
 //! endpoint reconnects with backoff and jitter; this module keeps each subscription's live
 //! state for `bver subscriptions`, `/metrics` and the status file.
+//!
+//! [`prepare`] checks a configured subscription once, at start; [`start`] runs it from its
+//! persisted cursor, and [`Running::stop`] ends it. Only the process that holds the platform's
+//! subscription lease runs them ([`super::lease`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::config::{SubscriptionEntry, config_error};
 use super::sources::store_change;
-use crate::store::{RefKey, RemoteEffect, Store};
+use crate::store::{RefKey, RemoteEffect, Store, SubscriptionRow};
 
 /// The live state of one subscription.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -52,6 +56,9 @@ pub struct SubscriptionState {
     pub last_error: Option<String>,
     /// Whether it stopped for good (a non-retryable error such as a refused grant).
     pub stopped: bool,
+    /// Whether this process runs it (holds the platform's subscription lease); a standby
+    /// process shows the persisted cursor.
+    pub runner: bool,
 }
 
 /// The state of every subscription, shared with the HTTP surface.
@@ -59,9 +66,11 @@ pub type States = Arc<Mutex<BTreeMap<String, SubscriptionState>>>;
 
 /// A running subscription: the endpoint's handle and its applier task.
 pub(crate) struct Running {
-    pub(crate) handle: SubscriptionHandle,
-    pub(crate) applier: tokio::task::JoinHandle<()>,
-    pub(crate) watcher: tokio::task::JoinHandle<()>,
+    name: String,
+    states: States,
+    handle: SubscriptionHandle,
+    applier: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 fn update(states: &States, name: &str, f: impl FnOnce(&mut SubscriptionState)) {
@@ -79,14 +88,23 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Start `entry` with `grant` on `endpoint`, applying to `store`.
-pub(crate) async fn start(
-    endpoint: &EagerEndpoint,
-    store: Store,
-    entry: &SubscriptionEntry,
-    grant: String,
-    states: States,
-) -> Result<Running, BverError> {
+/// A configured subscription, checked: what [`start`] runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    name: String,
+    entry: SubscriptionEntry,
+    spec: SubscriptionSpec,
+}
+
+impl Prepared {
+    /// The subscription's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Check `entry` (to be run with `grant`): its starting point and contract.
+pub(crate) fn prepare(entry: &SubscriptionEntry, grant: String) -> Result<Prepared, BverError> {
     let name = entry.name();
     let mut spec = SubscriptionSpec::new(entry.peer.clone(), entry.channel.clone(), grant);
     spec.start = match entry.start.as_deref() {
@@ -117,24 +135,51 @@ pub(crate) async fn start(
         kinds: entry.kinds.clone(),
         prefixes: entry.prefixes.clone(),
     };
+    Ok(Prepared {
+        name,
+        entry: entry.clone(),
+        spec,
+    })
+}
+
+/// Show `prepared` in `states` (not running), with its persisted cursor if `stored`.
+pub(crate) fn show(states: &States, prepared: &Prepared, stored: Option<&SubscriptionRow>) {
+    if let Ok(mut s) = states.lock() {
+        let st = s
+            .entry(prepared.name.clone())
+            .or_insert_with(|| SubscriptionState {
+                name: prepared.name.clone(),
+                peer: prepared.entry.peer.clone(),
+                channel: prepared.entry.channel.clone(),
+                ..SubscriptionState::default()
+            });
+        if let Some(row) = stored {
+            st.epoch = Some(row.epoch.clone());
+            st.seq = row.seq;
+            st.lag_events = st.head.saturating_sub(st.seq);
+        }
+    }
+}
+
+/// Run `prepared` on `endpoint` from its persisted cursor, applying to `store`.
+pub(crate) async fn start(
+    endpoint: &EagerEndpoint,
+    store: Store,
+    prepared: &Prepared,
+    states: States,
+) -> Result<Running, BverError> {
+    let Prepared { name, entry, spec } = prepared.clone();
     let stored = store.subscription(&name).await?;
     let cursor = stored.as_ref().map(|s| Cursor {
         epoch: s.epoch.clone(),
         seq: s.seq,
     });
-    if let Ok(mut s) = states.lock() {
-        s.insert(
-            name.clone(),
-            SubscriptionState {
-                name: name.clone(),
-                peer: entry.peer.clone(),
-                channel: entry.channel.clone(),
-                epoch: stored.as_ref().map(|s| s.epoch.clone()),
-                seq: stored.as_ref().map_or(0, |s| s.seq),
-                ..SubscriptionState::default()
-            },
-        );
-    }
+    show(&states, prepared, stored.as_ref());
+    update(&states, &name, |s| {
+        s.runner = true;
+        s.connected = false;
+        s.stopped = false;
+    });
     let (tx, rx) = mpsc::channel(16);
     let handle = endpoint.subscribe(spec, cursor, tx);
     let mut interruptions = handle.interruptions();
@@ -155,19 +200,42 @@ pub(crate) async fn start(
     };
     let applier = tokio::spawn(apply_loop(
         store,
-        name,
+        name.clone(),
         entry.peer.clone(),
         entry.channel.clone(),
         entry.emit.clone(),
         entry.cache,
         rx,
-        states,
+        states.clone(),
     ));
     Ok(Running {
+        name,
+        states,
         handle,
         applier,
         watcher,
     })
+}
+
+impl Running {
+    /// Stop the stream, let the applier finish the batches already received (at most 2 s:
+    /// an apply that cannot commit is abandoned, and its transaction rolls back), and mark
+    /// the subscription as not running here.
+    pub(crate) async fn stop(self) {
+        self.handle.stop();
+        self.watcher.abort();
+        let mut applier = self.applier;
+        if tokio::time::timeout(Duration::from_secs(2), &mut applier)
+            .await
+            .is_err()
+        {
+            applier.abort();
+        }
+        update(&self.states, &self.name, |s| {
+            s.runner = false;
+            s.connected = false;
+        });
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -58,6 +58,8 @@ pub struct FileConfig {
     pub eager_disabled: Option<bool>,
     /// How long a cached remote reference may be served, e.g. `30s`.
     pub remote_cache_max_age: Option<String>,
+    /// How long the subscription lease lasts without renewal, e.g. `5s`.
+    pub subscription_lease_ttl: Option<String>,
     /// Peer platforms (`[[peers]]`).
     pub peers: Option<Vec<crate::federation::PeerEntry>>,
     /// Subscriptions to peers' channels (`[[subscriptions]]`).

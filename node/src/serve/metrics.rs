@@ -15,6 +15,7 @@
 //! | `bver_eager_subscription_lag_seconds` | gauge | same: origin commit to local apply of the last event |
 //! | `bver_eager_subscription_applied` | gauge | same: events applied since the process started |
 //! | `bver_eager_subscription_rejected` | gauge | same: events dropped as forged or altered |
+//! | `bver_eager_subscription_runner` | gauge (0/1) | same: whether this process runs it (holds the subscription lease) |
 //!
 //! Route labels are templates (`/v1/refs/{namespace}/{repo}/{id}`), never raw paths, so the
 //! number of series stays bounded whatever clients send.
@@ -79,6 +80,7 @@ struct SubGauges {
     lag_seconds: Family<SubLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     applied: Family<SubLabels, Gauge>,
     rejected: Family<SubLabels, Gauge>,
+    runner: Family<SubLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -218,6 +220,11 @@ impl Metrics {
             "bver_eager_subscription_rejected",
             "Events dropped as forged or altered",
         );
+        let runner = gauge(
+            r,
+            "bver_eager_subscription_runner",
+            "Whether this process runs the subscription (holds the subscription lease: 1) or stands by (0)",
+        );
         self.subscriptions = Some(SubGauges {
             states,
             connected,
@@ -226,6 +233,7 @@ impl Metrics {
             lag_seconds,
             applied,
             rejected,
+            runner,
         });
         self
     }
@@ -300,6 +308,7 @@ impl Metrics {
                 g.lag_seconds.get_or_create(&l).set(s.lag_seconds);
                 g.applied.get_or_create(&l).set(as_i64(s.applied));
                 g.rejected.get_or_create(&l).set(as_i64(s.rejected));
+                g.runner.get_or_create(&l).set(i64::from(s.runner));
             }
         }
         let mut out = String::new();

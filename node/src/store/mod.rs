@@ -95,8 +95,10 @@ macro_rules! with_reader {
     };
 }
 
+mod lease;
 mod remote;
 
+pub use lease::Lease;
 pub use remote::{Applied, CachedRef, RemoteEffect, SubscriptionRow};
 
 /// A handle to a platform's store. Cheap to clone; all clones share one writer and one cache.

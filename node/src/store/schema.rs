@@ -196,6 +196,30 @@ CREATE TABLE bver_remote_cache (
 );
 "#,
     },
+    Migration {
+        version: 3,
+        name: "leases: work one process of a platform runs at a time",
+        sqlite: r#"
+CREATE TABLE bver_leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    generation  INTEGER NOT NULL,
+    acquired_at INTEGER NOT NULL,
+    renewed_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+        postgres: r#"
+CREATE TABLE bver_leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    generation  BIGINT NOT NULL,
+    acquired_at BIGINT NOT NULL,
+    renewed_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+"#,
+    },
 ];
 
 /// The advisory lock key PostgreSQL processes take while migrating (`"bver-mig"` as bytes).
