@@ -666,3 +666,84 @@ async fn a_revoked_grant_cuts_a_live_stream() {
     m.subscriber.close().await;
     m.publisher.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_keeps_the_stream_and_a_peer_pinning_only_the_old_key() {
+    let m = mesh(MemOutbox::new(20, 16), |_| {});
+    let addr = m.publisher.local_addr().unwrap();
+    let (tx, mut rx) = mpsc::channel(64);
+    let grant = m
+        .sites
+        .grant("grid", "eager:subscribe:site_changes eager:resolve:sites");
+    let mut spec = SubscriptionSpec::new("sites", "site_changes", grant.clone());
+    spec.start = bver_eager::proto::subscriber::Start::Oldest;
+    let h = m.subscriber.subscribe(spec, None, tx);
+    let first = next_events(&mut rx, 20).await;
+
+    // Rotate `sites` live: the new key, endorsed by the previous one for an hour.
+    let now = bver_auth::unix_now();
+    let previous = PlatformKey::from_seed(&[1; 32]).unwrap();
+    let next = PlatformKey::from_seed(&[9; 32]).unwrap();
+    let next_fp = next.public_key().fingerprint();
+    let mut set = KeySet::new(PlatformKey::from_seed(&[1; 32]).unwrap());
+    set.rotate(next, now + 3600);
+    let endorsement =
+        bver_eager::transport::tls::endorse("sites", set.current(), &previous, now + 3600).unwrap();
+    assert!(
+        m.publisher
+            .set_keys(Arc::new(set), Some(endorsement.clone()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        m.publisher.keys().current().public_key().fingerprint(),
+        next_fp
+    );
+    // Setting the same keys again is not a rotation.
+    assert!(
+        !m.publisher
+            .set_keys(m.publisher.keys(), Some(endorsement))
+            .await
+            .unwrap()
+    );
+
+    // The stream reconnects (the rotation closed the connection) and goes on: batches are
+    // signed with the new key, which the subscriber learned from the new hello.
+    m.outbox.append(10);
+    let second = next_events(&mut rx, 10).await;
+    assert!(
+        !second
+            .iter()
+            .any(|e| matches!(e, SubEvent::Rejected { .. })),
+        "nothing rejected: {second:?}"
+    );
+    let mut all = seqs(&first);
+    all.extend(seqs(&second));
+    assert_eq!(
+        all,
+        (1..=30).collect::<Vec<_>>(),
+        "nothing lost, nothing twice"
+    );
+    assert!(m.subscriber.pins().is_pinned("sites", &next_fp));
+
+    // A new peer endpoint that pins only the previous key connects (the endorsement) and its
+    // answers verify (the new key is announced in the hello).
+    let fresh = EagerEndpoint::start(
+        m.grid.config(any_port(), vec![m.sites.peer(Some(addr))]),
+        m.grid.services(MemOutbox::new(0, 0)),
+    )
+    .unwrap();
+    assert!(!fresh.pins().is_pinned("sites", &next_fp));
+    let ptr = RefPtr::parse("bver://sites/site/7").unwrap();
+    let answer = fresh
+        .resolve("sites", &ptr, &grant, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(answer.answer.version, 8);
+    assert!(fresh.pins().is_pinned("sites", &next_fp));
+
+    h.stop();
+    fresh.close().await;
+    m.subscriber.close().await;
+    m.publisher.close().await;
+}

@@ -6,6 +6,8 @@
 //!   node.json            the platform's identity: {"platform_id": ..., "audience": ...}
 //!   keys/platform.key    the Ed25519 platform key, PKCS#8 PEM, mode 0600
 //!   keys/retired.json    retired public keys that still verify until `valid_until`
+//!   keys/endorsement.json  the current key's EAGER certificate signed by the previous key
+//!                        (written by a rotation; public material only)
 //!   revocations.json     revoked token ids and per-subject cut-offs
 //! ```
 //!
@@ -46,6 +48,20 @@ struct RetiredEntry {
     public_key: String,
     /// Unix seconds: signatures by this key verify while `now < valid_until`.
     valid_until: u64,
+}
+
+/// `keys/endorsement.json`: the EAGER rotation endorsement of the current key (see
+/// `bver_eager::transport::tls::Endorsement`), DER certificates in base64url.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EndorsementFile {
+    /// The endorsed (current) key's id.
+    kid: String,
+    /// The endorsing (previous) key's id.
+    endorsed_by: String,
+    /// Unix seconds: the end of the previous key's window, and of the endorsement.
+    valid_until: u64,
+    certificate: String,
+    previous: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -128,6 +144,35 @@ impl DataDir {
         self.root.join("keys").join("retired.json")
     }
 
+    fn endorsement_path(&self) -> PathBuf {
+        self.root.join("keys").join("endorsement.json")
+    }
+
+    /// The EAGER rotation endorsement of `current` (its certificate signed by the previous
+    /// key), if a rotation wrote one for it and its window is open at `now`.
+    pub fn endorsement(
+        &self,
+        current: &PublicKey,
+        now: u64,
+    ) -> Result<Option<bver_eager::transport::Endorsement>, BverError> {
+        let Some(f) = read_json::<EndorsementFile>(&self.endorsement_path())? else {
+            return Ok(None);
+        };
+        if now >= f.valid_until {
+            return Ok(None);
+        }
+        let decode = |what: &str, v: &str| {
+            URL_SAFE_NO_PAD
+                .decode(v)
+                .map_err(|e| config_error(format!("keys/endorsement.json: {what}: {e}")))
+        };
+        let e = bver_eager::transport::Endorsement {
+            certificate: decode("certificate", &f.certificate)?,
+            previous: decode("previous", &f.previous)?,
+        };
+        Ok((e.key().as_ref() == Some(current)).then_some(e))
+    }
+
     /// The revocation list's file.
     pub fn revocations_path(&self) -> PathBuf {
         self.root.join("revocations.json")
@@ -173,7 +218,9 @@ impl DataDir {
     }
 
     /// Rotate the platform key: a new key signs from now on; the previous one keeps verifying
-    /// until `previous_valid_until`. Returns the new key's id.
+    /// until `previous_valid_until`, and endorses the new one on EAGER until then
+    /// (`keys/endorsement.json`, when the platform's identity is known), so that peers
+    /// pinning only the previous key accept the new one. Returns the new key's id.
     pub fn rotate_key(&self, previous_valid_until: u64, now: u64) -> Result<String, BverError> {
         let path = self.key_path();
         let previous =
@@ -189,9 +236,26 @@ impl DataDir {
             public_key: URL_SAFE_NO_PAD.encode(previous.public_key().as_bytes()),
             valid_until: previous_valid_until,
         });
-        // The retired list first: if the process dies between the two steps, the old key is
-        // both current and listed as retired, which verifies exactly as before.
+        // The retired list and the endorsement first: if the process dies before the key is
+        // replaced, the old key is both current and listed as retired, which verifies exactly
+        // as before, and the endorsement (of another key) is ignored.
         write_json(&self.retired_path(), &retired, 0o644)?;
+        if let Some(identity) = self.identity()? {
+            let e = bver_eager::transport::tls::endorse(
+                &identity.platform_id,
+                &next,
+                &previous,
+                previous_valid_until,
+            )?;
+            let file = EndorsementFile {
+                kid: next.key_id().to_string(),
+                endorsed_by: previous.key_id().to_string(),
+                valid_until: previous_valid_until,
+                certificate: URL_SAFE_NO_PAD.encode(&e.certificate),
+                previous: URL_SAFE_NO_PAD.encode(&e.previous),
+            };
+            write_json(&self.endorsement_path(), &file, 0o644)?;
+        }
         let staging = path.with_extension("key.new");
         let _ = fs::remove_file(&staging);
         next.save(&staging)
@@ -254,6 +318,7 @@ impl DataDir {
         [
             self.key_path(),
             self.retired_path(),
+            self.endorsement_path(),
             self.revocations_path(),
         ]
         .iter()
@@ -312,6 +377,47 @@ mod tests {
         assert!(set.find(&old, 1500).is_ok());
         let (set, _) = data.key_set(2000).unwrap();
         assert!(set.find(&old, 2000).is_err(), "pruned after its window");
+    }
+
+    #[test]
+    fn rotation_endorses_the_new_key_with_the_previous_one_for_eager() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::create(dir.path()).unwrap();
+        let (set, _) = data.key_set(1000).unwrap();
+        let previous = set.current().public_key().clone();
+        // Without an identity there is no platform id to endorse for.
+        data.rotate_key(2000, 1000).unwrap();
+        let (set, _) = data.key_set(1000).unwrap();
+        assert!(
+            data.endorsement(set.current().public_key(), 1000)
+                .unwrap()
+                .is_none()
+        );
+        data.write_identity(&Identity {
+            platform_id: "sites".into(),
+            audience: "sites".into(),
+        })
+        .unwrap();
+        let previous_now = set.current().public_key().clone();
+        assert_ne!(previous, previous_now);
+        data.rotate_key(2000, 1000).unwrap();
+        let (set, _) = data.key_set(1000).unwrap();
+        let e = data
+            .endorsement(set.current().public_key(), 1000)
+            .unwrap()
+            .expect("an endorsement of the current key");
+        assert_eq!(e.key().as_ref(), Some(set.current().public_key()));
+        assert_eq!(e.endorser(), Some(previous_now.clone()));
+        assert!(
+            data.endorsement(&previous_now, 1000).unwrap().is_none(),
+            "only for the key it endorses"
+        );
+        assert!(
+            data.endorsement(set.current().public_key(), 2000)
+                .unwrap()
+                .is_none(),
+            "not after the previous key's window"
+        );
     }
 
     #[test]

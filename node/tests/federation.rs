@@ -3,8 +3,9 @@
 //! becomes a local trigger event on `ops`), replay from a cursor, restarts of the subscriber
 //! (SIGKILL) and of the publisher (SIGTERM) mid-stream with nothing lost, nothing applied
 //! twice and order kept, remote resolution with and without scope, an unknown peer refused,
-//! a link cut with network namespaces (root only; skipped with a message otherwise), and two
-//! processes of one platform on one PostgreSQL database handing the subscription lease over.
+//! a link cut with network namespaces (root only; skipped with a message otherwise), two
+//! processes of one platform on one PostgreSQL database handing the subscription lease over,
+//! and a live key rotation of the publisher.
 //!
 //! The payloads check themselves: reference `sN` is the N-th mutation, so its channel event
 //! has sequence number 2N at the publisher (each mutation also emits its built-in event), and
@@ -732,6 +733,114 @@ async fn one_process_of_a_postgres_platform_runs_the_subscriptions_and_another_t
     let want: Vec<(u64, String)> = (1..=100u64).map(|n| (2 * n, format!("s{n}"))).collect();
     assert_eq!(got.len(), want.len(), "nothing lost, nothing applied twice");
     assert_eq!(got, want, "in order");
+}
+
+/// `bver key rotate` on the publisher while a subscription is live: the running node picks
+/// the new key up without a restart (EAGER certificate, batch signatures, grant verifier), the
+/// stream reconnects and loses nothing, and a subscriber restarted afterwards with only the
+/// old pin connects (the new key is endorsed by the old one) with a grant signed by the new
+/// key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_key_rotation_keeps_the_stream_and_the_old_pin() {
+    let mut sites = Node::new("sites", "sites", "127.0.0.1");
+    let mut ops = Node::new("ops", "ops", "127.0.0.1");
+    sites.add_peer(&ops, &[], None);
+    let grant = sites.grant("ops", &["site_changes"], &["sites"]);
+    ops.add_peer(&sites, &["sites"], Some(&grant));
+    ops.write_config(OPS_SUBSCRIBES);
+    let old_fp = sites.fingerprint();
+    sites.start();
+    ops.start();
+    let c = client();
+    let token = sites.token("refs:*:*");
+    for n in 1..=10 {
+        create_site(&c, &sites, &token, n).await;
+    }
+    ops.wait_seq("sites.site_changes", 20, Duration::from_secs(15));
+
+    // Rotate while events flow.
+    let writer = write_sites(&c, &sites, &token, 11..=60);
+    ops.wait_seq("sites.site_changes", 30, Duration::from_secs(15));
+    bver(&["key", "rotate", "--data", sites.data(), "--keep", "1h"]);
+    let new_fp = sites.fingerprint();
+    assert_ne!(new_fp, old_fp);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sites.status().map(|s| s["fingerprint"].clone()) != Some(json!(new_fp)) {
+        assert!(
+            Instant::now() < deadline,
+            "the running node did not take the new key:\n{}",
+            sites.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writer.await.unwrap();
+    ops.wait_seq("sites.site_changes", 120, Duration::from_secs(20));
+    let st = ops.subscription("sites.site_changes").unwrap();
+    assert_eq!(st["rejected"], 0, "every batch verified: {st}");
+    assert!(
+        sites.log().contains("EAGER: platform key rotated"),
+        "{}",
+        sites.log()
+    );
+
+    // A grant signed by the new key; ops keeps pinning only the old fingerprint.
+    let grant2 = sites.grant("ops", &["site_changes"], &["sites"]);
+    ops.kill();
+    bver(&[
+        "peer",
+        "add",
+        "--data",
+        ops.data(),
+        "--id",
+        "sites",
+        "--addr",
+        &sites.eager,
+        "--fingerprint",
+        &old_fp,
+        "--namespace",
+        "sites",
+        "--grant",
+        &grant2,
+    ]);
+    ops.start();
+    for n in 61..=70 {
+        create_site(&c, &sites, &token, n).await;
+    }
+    ops.wait_seq("sites.site_changes", 140, Duration::from_secs(20));
+    let st = ops.subscription("sites.site_changes").unwrap();
+    assert_eq!(
+        (st["connected"].clone(), st["rejected"].clone()),
+        (json!(true), json!(0)),
+        "{st}"
+    );
+    // Remote resolution on the same connection: answers signed by the new key verify.
+    let res = c
+        .get(format!(
+            "{}/v1/resolve?pointer=bver://sites/site/missing",
+            ops.http
+        ))
+        .bearer_auth(ops.token("refs:*:* admin"))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let peers = std::fs::read_to_string(ops.dir.path().join("peers.json")).unwrap();
+    assert!(
+        peers.contains(&old_fp) && !peers.contains(&new_fp),
+        "{peers}"
+    );
+
+    ops.stop();
+    sites.stop();
+    let got = received(&ops, "remote.site_changed").await;
+    let want: Vec<(u64, String)> = (1..=70u64).map(|n| (2 * n, format!("s{n}"))).collect();
+    assert_eq!(got, want, "nothing lost, nothing applied twice, in order");
 }
 
 fn is_root() -> bool {

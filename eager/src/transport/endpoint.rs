@@ -7,6 +7,14 @@
 //! flow control; it reads the next events only when the previous batches are written. A
 //! subscriber that stops reading (its handler channel is full) therefore slows the
 //! publisher down; nothing is dropped.
+//!
+//! Key rotation ([`EagerEndpoint::set_keys`]): the endpoint's identity (its key set, and the
+//! TLS configurations made from the current key) is replaced whole. Each connection keeps the
+//! identity it was made with, so its certificate, its `hello` and its signatures always agree;
+//! new handshakes, in both directions, present the new key (endorsed by the previous one, see
+//! [`crate::transport::tls::Endorsement`]), and open connections are closed (application code
+//! 3, `key rotated`) so that peers reconnect and learn the new key from the new `hello`.
+//! Subscriptions resume from their cursors.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,7 +36,7 @@ use crate::proto::resolve::{
 use crate::proto::subscriber::{SubEvent, Subscriber, SubscriptionSpec};
 use crate::sign::PeerKeys;
 use crate::source::{EventSource, GrantVerifier, PointerSource};
-use crate::transport::tls::{PeerPins, certificate_key, configs};
+use crate::transport::tls::{ChainKeys, Endorsement, PeerPins, certificate_key, configs};
 use crate::wire::{Cursor, DEFAULT_MAX_FRAME, FrameDecoder, Message, encode};
 use bver_resolver::{Listed, Page};
 
@@ -66,6 +74,9 @@ pub struct EagerConfig {
     pub reconnect_max: Duration,
     /// How long to wait for a connection and its `hello`.
     pub connect_timeout: Duration,
+    /// The current key's rotation endorsement (its certificate signed by the previous key),
+    /// presented so that peers pinning only the previous key accept the current one.
+    pub endorsement: Option<Endorsement>,
     /// Keys announced to peers ahead of a rotation (signed by the current key in `hello`):
     /// peers pin them, so that the endpoint can later restart with one of them as its
     /// current key without breaking the pins.
@@ -91,6 +102,7 @@ impl EagerConfig {
             reconnect_base: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            endorsement: None,
             next_keys: Vec::new(),
             forge_batches_with: None,
         }
@@ -114,9 +126,56 @@ struct PeerConn {
     keys: PeerKeys,
 }
 
+/// What the endpoint presents and signs with; replaced whole by a key rotation. A connection
+/// keeps the identity it was made with.
+struct Identity {
+    keys: Arc<KeySet>,
+    endorsement: Option<Endorsement>,
+    server: Arc<quinn::ServerConfig>,
+    client: quinn::ClientConfig,
+}
+
+impl Identity {
+    fn new(
+        platform: &str,
+        keys: Arc<KeySet>,
+        endorsement: Option<Endorsement>,
+        pins: &PeerPins,
+        transport: &Arc<quinn::TransportConfig>,
+    ) -> Result<Self, BverError> {
+        let (server, client) = configs(platform, keys.current(), pins, endorsement.as_ref())?;
+        let cfg_err = |e: &dyn std::fmt::Display| {
+            BverError::new(
+                ErrorCode::InvalidDefinition,
+                Phase::Configuration,
+                format!("QUIC configuration: {e}"),
+            )
+        };
+        let server = QuicServerConfig::try_from(server).map_err(|e| cfg_err(&e))?;
+        let client = QuicClientConfig::try_from(client).map_err(|e| cfg_err(&e))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(Arc::clone(transport));
+        let mut client = quinn::ClientConfig::new(Arc::new(client));
+        client.transport_config(Arc::clone(transport));
+        Ok(Self {
+            keys,
+            endorsement,
+            server: Arc::new(server),
+            client,
+        })
+    }
+}
+
+/// The application close code of connections closed by a key rotation.
+const KEY_ROTATED: u32 = 3;
+
 struct Inner {
     config: EagerConfig,
     endpoint: quinn::Endpoint,
+    identity: std::sync::RwLock<Arc<Identity>>,
+    transport: Arc<quinn::TransportConfig>,
+    /// Bumped at each key rotation: accepted connections close.
+    rotations: watch::Sender<u64>,
     pins: PeerPins,
     addrs: HashMap<String, SocketAddr>,
     services: Services,
@@ -184,32 +243,29 @@ impl EagerEndpoint {
                 addrs.insert(p.platform.clone(), a);
             }
         }
-        let (server, client) = configs(&config.platform, config.keys.current(), &pins)?;
-        let cfg_err = |e: &dyn std::fmt::Display| {
-            BverError::new(
-                ErrorCode::InvalidDefinition,
-                Phase::Configuration,
-                format!("QUIC configuration: {e}"),
-            )
-        };
-        let server = QuicServerConfig::try_from(server).map_err(|e| cfg_err(&e))?;
-        let client = QuicClientConfig::try_from(client).map_err(|e| cfg_err(&e))?;
         let transport = Arc::new(transport_config());
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
-        server.transport_config(Arc::clone(&transport));
-        let mut client = quinn::ClientConfig::new(Arc::new(client));
-        client.transport_config(transport);
-        let mut endpoint = quinn::Endpoint::server(server, config.listen).map_err(|e| {
-            BverError::new(
-                ErrorCode::Unavailable,
-                Phase::Configuration,
-                format!("bind EAGER on {}: {e}", config.listen),
-            )
-        })?;
-        endpoint.set_default_client_config(client);
+        let identity = Identity::new(
+            &config.platform,
+            Arc::clone(&config.keys),
+            config.endorsement.clone(),
+            &pins,
+            &transport,
+        )?;
+        let mut endpoint = quinn::Endpoint::server((*identity.server).clone(), config.listen)
+            .map_err(|e| {
+                BverError::new(
+                    ErrorCode::Unavailable,
+                    Phase::Configuration,
+                    format!("bind EAGER on {}: {e}", config.listen),
+                )
+            })?;
+        endpoint.set_default_client_config(identity.client.clone());
         let inner = Arc::new(Inner {
             config,
             endpoint,
+            identity: std::sync::RwLock::new(Arc::new(identity)),
+            transport,
+            rotations: watch::channel(0).0,
             pins,
             addrs,
             services,
@@ -234,6 +290,68 @@ impl EagerEndpoint {
     /// This platform's id.
     pub fn platform(&self) -> &str {
         &self.inner.config.platform
+    }
+
+    /// The key set the endpoint presents and signs with now.
+    pub fn keys(&self) -> Arc<KeySet> {
+        Arc::clone(&self.inner.identity().keys)
+    }
+
+    /// Take a new key set (and the current key's rotation endorsement, if any) without a
+    /// restart: new handshakes present the new current key (server certificate and client
+    /// certificate), `hello`s announce the new set, batches and answers are signed with the
+    /// new key. When the current key changed, open connections are closed so that peers
+    /// reconnect and learn it (subscriptions resume from their cursors). Returns whether the
+    /// current key changed.
+    pub async fn set_keys(
+        &self,
+        keys: Arc<KeySet>,
+        endorsement: Option<Endorsement>,
+    ) -> Result<bool, BverError> {
+        let inner = &self.inner;
+        let old = inner.identity();
+        let rotated = old.keys.current().public_key() != keys.current().public_key();
+        let identity = if rotated || old.endorsement != endorsement {
+            Identity::new(
+                &inner.config.platform,
+                keys,
+                endorsement,
+                &inner.pins,
+                &inner.transport,
+            )?
+        } else {
+            Identity {
+                keys,
+                endorsement,
+                server: Arc::clone(&old.server),
+                client: old.client.clone(),
+            }
+        };
+        inner
+            .endpoint
+            .set_server_config(Some((*identity.server).clone()));
+        let kid = identity.keys.current().key_id().to_string();
+        if let Ok(mut current) = inner.identity.write() {
+            *current = Arc::new(identity);
+        }
+        if rotated {
+            tracing::info!(
+                %kid,
+                "EAGER: platform key rotated; open connections close so that peers reconnect and learn it"
+            );
+            inner.rotations.send_modify(|g| *g += 1);
+            let slots: Vec<_> = inner
+                .conns
+                .lock()
+                .map(|c| c.values().cloned().collect())
+                .unwrap_or_default();
+            for slot in slots {
+                if let Some(pc) = slot.lock().await.take() {
+                    pc.conn.close(KEY_ROTATED.into(), b"key rotated");
+                }
+            }
+        }
+        Ok(rotated)
     }
 
     /// Close every connection and stop listening.
@@ -498,12 +616,26 @@ impl SubscriptionHandle {
     }
 }
 
-fn peer_key(conn: &quinn::Connection) -> Option<PublicKey> {
+impl Inner {
+    fn identity(&self) -> Arc<Identity> {
+        match self.identity.read() {
+            Ok(i) => Arc::clone(&i),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+}
+
+/// The keys of the certificate chain the peer presented (already checked by the TLS
+/// verifiers: one self-signed certificate, or an endorsement).
+fn peer_keys(conn: &quinn::Connection) -> Option<ChainKeys> {
     let identity = conn.peer_identity()?;
     let certs = identity
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .ok()?;
-    certificate_key(certs.first()?)
+    Some(ChainKeys {
+        key: certificate_key(certs.first()?)?,
+        endorser: certs.get(1).and_then(certificate_key),
+    })
 }
 
 async fn connect(inner: &Arc<Inner>, peer: &str) -> Result<PeerConn, BverError> {
@@ -532,21 +664,23 @@ async fn connect(inner: &Arc<Inner>, peer: &str) -> Result<PeerConn, BverError> 
         .addrs
         .get(peer)
         .ok_or_else(|| unreachable_peer(peer, "no address configured").retryable(false))?;
+    let identity = inner.identity();
     let dial = async {
         let connecting = inner
             .endpoint
-            .connect(addr, peer)
+            .connect_with(identity.client.clone(), addr, peer)
             .map_err(|e| unreachable_peer(peer, e))?;
         let conn = connecting.await.map_err(|e| unreachable_peer(peer, e))?;
-        let tls_key = peer_key(&conn)
-            .ok_or_else(|| unreachable_peer(peer, "no Ed25519 certificate after the handshake"))?;
+        let tls_key = peer_keys(&conn)
+            .ok_or_else(|| unreachable_peer(peer, "no Ed25519 certificate after the handshake"))?
+            .key;
         let (mut send, mut recv) = conn
             .open_bi()
             .await
             .map_err(|e| unreachable_peer(peer, e))?;
         let ours = hello(
             &inner.config.platform,
-            &inner.config.keys,
+            &identity.keys,
             &inner.config.next_keys,
             unix_now(),
         );
@@ -601,21 +735,32 @@ async fn read_one(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<Mess
 async fn accept_loop(inner: Arc<Inner>) {
     while let Some(incoming) = inner.endpoint.accept().await {
         let inner = Arc::clone(&inner);
+        // The identity the handshake presents is the one the connection keeps.
+        let identity = inner.identity();
         tokio::spawn(async move {
-            match incoming.await {
-                Ok(conn) => serve_connection(inner, conn).await,
+            let connecting = match incoming.accept_with(Arc::clone(&identity.server)) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!("EAGER connection refused or failed: {e}");
+                    return;
+                }
+            };
+            match connecting.await {
+                Ok(conn) => serve_connection(inner, conn, identity).await,
                 Err(e) => tracing::info!("EAGER connection refused or failed: {e}"),
             }
         });
     }
 }
 
-async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
-    let Some(tls_key) = peer_key(&conn) else {
+async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection, identity: Arc<Identity>) {
+    let mut rotations = inner.rotations.subscribe();
+    let Some(chain) = peer_keys(&conn) else {
         conn.close(1u32.into(), b"no certificate");
         return;
     };
-    let Some(peer) = inner.pins.platform_of(&tls_key.fingerprint()) else {
+    let tls_key = chain.key.clone();
+    let Some(peer) = chain.platform(&inner.pins) else {
         tracing::warn!("EAGER peer refused after the handshake: key no longer pinned");
         conn.close(1u32.into(), b"unknown peer");
         return;
@@ -641,7 +786,7 @@ async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
                 Ok(keys) => {
                     let ours = hello(
                         &inner.config.platform,
-                        &inner.config.keys,
+                        &identity.keys,
                         &inner.config.next_keys,
                         unix_now(),
                     );
@@ -665,15 +810,28 @@ async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection) {
         inner.pins.pin(&peer, k.public.fingerprint());
     }
     tracing::debug!(%peer, "EAGER peer connected");
-    while let Ok((send, recv)) = conn.accept_bi().await {
-        let inner = Arc::clone(&inner);
-        let peer = peer.clone();
-        tokio::spawn(async move { serve_stream(inner, peer, send, recv).await });
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => {
+                let Ok((send, recv)) = accepted else { return };
+                let inner = Arc::clone(&inner);
+                let peer = peer.clone();
+                let identity = Arc::clone(&identity);
+                tokio::spawn(async move { serve_stream(inner, identity, peer, send, recv).await });
+            }
+            changed = rotations.changed() => {
+                if changed.is_ok() {
+                    conn.close(KEY_ROTATED.into(), b"key rotated");
+                }
+                return;
+            }
+        }
     }
 }
 
 async fn serve_stream(
     inner: Arc<Inner>,
+    identity: Arc<Identity>,
     peer: String,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -687,8 +845,10 @@ async fn serve_stream(
         }
     };
     match first {
-        Message::Subscribe(sub) => serve_subscription(inner, peer, sub, send, recv).await,
-        Message::Resolve(req) => serve_resolve(inner, peer, req, send).await,
+        Message::Subscribe(sub) => {
+            serve_subscription(inner, identity, peer, sub, send, recv).await;
+        }
+        Message::Resolve(req) => serve_resolve(inner, identity, peer, req, send).await,
         Message::List(req) => serve_list(inner, peer, req, send).await,
         other => {
             let e = crate::proto::publisher::malformed(
@@ -706,6 +866,7 @@ async fn serve_stream(
 
 async fn serve_resolve(
     inner: Arc<Inner>,
+    identity: Arc<Identity>,
     peer: String,
     req: crate::wire::Resolve,
     mut send: quinn::SendStream,
@@ -732,7 +893,7 @@ async fn serve_resolve(
                         "deadline passed",
                     )),
                 };
-                server.handle_fetched(result, inner.config.keys.current(), Instant::now())
+                server.handle_fetched(result, identity.keys.current(), Instant::now())
             }
         };
     let _ = send.write_all(&encode(&answer)).await;
@@ -779,6 +940,7 @@ async fn serve_list(
 
 async fn serve_subscription(
     inner: Arc<Inner>,
+    identity: Arc<Identity>,
     peer: String,
     sub: crate::wire::Subscribe,
     mut send: quinn::SendStream,
@@ -807,7 +969,7 @@ async fn serve_subscription(
     let mut rbuf = vec![0u8; 4096];
     let key = match &inner.config.forge_batches_with {
         Some(k) => &**k,
-        None => inner.config.keys.current(),
+        None => identity.keys.current(),
     };
     let mut head_open = true;
     loop {

@@ -8,4 +8,4 @@ pub mod tls;
 
 pub use adapter::EagerAdapter;
 pub use endpoint::{EagerConfig, EagerEndpoint, PeerConfig, Services, SubscriptionHandle};
-pub use tls::PeerPins;
+pub use tls::{Endorsement, PeerPins};

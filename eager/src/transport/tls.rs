@@ -7,10 +7,17 @@
 //! The listener accepts any client whose key is pinned for some configured peer and learns
 //! the peer's id from the fingerprint. A refusal is logged with its reason; the peer sees
 //! only a TLS alert.
+//!
+//! **Rotation.** After a key rotation a platform presents an [`Endorsement`]: the new key's
+//! certificate *signed by the previous key*, followed by the previous key's self-signed
+//! certificate, valid until the previous key's verification window closes. A peer that pins
+//! only the previous key accepts the new one through it (one step: the previous key must be
+//! pinned), and learns the new key from the `hello` that follows.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bver_auth::{PlatformKey, PublicKey};
 use bver_contracts::{BverError, ErrorCode, Phase};
@@ -46,6 +53,75 @@ pub fn certificate(
         .self_signed(&pair)
         .map_err(|e| config_error(format!("self-signed certificate: {e}")))?;
     Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(pkcs8)))
+}
+
+/// A rotation endorsement (see the module docs): DER certificates, presented as the chain
+/// `[certificate, previous]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endorsement {
+    /// The current key's certificate, issued and signed by the previous key.
+    pub certificate: Vec<u8>,
+    /// The previous key's self-signed certificate (carries the key that signed `certificate`).
+    pub previous: Vec<u8>,
+}
+
+impl fmt::Debug for Endorsement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endorsement")
+            .field("key", &self.key().map(|k| k.key_id().to_string()))
+            .field("endorser", &self.endorser().map(|k| k.key_id().to_string()))
+            .finish()
+    }
+}
+
+impl Endorsement {
+    /// The endorsed key (`certificate`'s).
+    pub fn key(&self) -> Option<PublicKey> {
+        certificate_key(&CertificateDer::from(self.certificate.as_slice()))
+    }
+
+    /// The endorsing key (`previous`'s).
+    pub fn endorser(&self) -> Option<PublicKey> {
+        certificate_key(&CertificateDer::from(self.previous.as_slice()))
+    }
+}
+
+/// Endorse `next` with `previous` for `platform` until `valid_until` (unix seconds): what a
+/// rotation hands to the endpoint (`bver key rotate` writes it beside the keys).
+pub fn endorse(
+    platform: &str,
+    next: &PlatformKey,
+    previous: &PlatformKey,
+    valid_until: u64,
+) -> Result<Endorsement, BverError> {
+    let pair = |key: &PlatformKey| {
+        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+            &PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec()),
+            &rcgen::PKCS_ED25519,
+        )
+        .map_err(|e| config_error(format!("platform key for TLS: {e}")))
+    };
+    let params = || {
+        let mut params = rcgen::CertificateParams::new(vec![platform.to_owned()])
+            .map_err(|e| config_error(format!("platform id `{platform}` as a TLS name: {e}")))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, platform);
+        Ok::<_, BverError>(params)
+    };
+    let previous_pair = pair(previous)?;
+    let issuer = params()?
+        .self_signed(&previous_pair)
+        .map_err(|e| config_error(format!("self-signed certificate: {e}")))?;
+    let mut endorsed = params()?;
+    endorsed.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(valid_until);
+    let cert = endorsed
+        .signed_by(&pair(next)?, &issuer, &previous_pair)
+        .map_err(|e| config_error(format!("endorsed certificate: {e}")))?;
+    Ok(Endorsement {
+        certificate: cert.der().to_vec(),
+        previous: issuer.der().to_vec(),
+    })
 }
 
 /// The Ed25519 public key a certificate carries, if it carries one.
@@ -123,19 +199,100 @@ fn refuse(reason: &str) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
 }
 
-fn pinned_key(
+/// The keys a peer's certificate chain presents: its key, and the previous key endorsing it
+/// when it sent an [`Endorsement`] (checked here: signed by that key, within its validity).
+#[derive(Debug, Clone)]
+pub struct ChainKeys {
+    /// The key of the end-entity certificate (the one that signs the TLS handshake).
+    pub key: PublicKey,
+    /// The key that endorsed it.
+    pub endorser: Option<PublicKey>,
+}
+
+impl ChainKeys {
+    /// Whether either key is pinned for `platform`.
+    pub fn pinned_for(&self, pins: &PeerPins, platform: &str) -> bool {
+        pins.is_pinned(platform, &self.key.fingerprint())
+            || self
+                .endorser
+                .as_ref()
+                .is_some_and(|e| pins.is_pinned(platform, &e.fingerprint()))
+    }
+
+    /// The peer either key is pinned for (its own key first).
+    pub fn platform(&self, pins: &PeerPins) -> Option<String> {
+        pins.platform_of(&self.key.fingerprint()).or_else(|| {
+            self.endorser
+                .as_ref()
+                .and_then(|e| pins.platform_of(&e.fingerprint()))
+        })
+    }
+}
+
+/// The keys of a chain a peer sent (see [`ChainKeys`]); `None` if it is not one self-signed
+/// Ed25519 certificate or an endorsement that verifies at `now`.
+pub fn chain_keys(
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
-) -> Result<PublicKey, rustls::Error> {
-    if !intermediates.is_empty() {
-        tracing::warn!(
-            "EAGER peer refused: it sent a certificate chain, not one self-signed certificate"
-        );
-        return Err(refuse("chain"));
+    provider: &CryptoProvider,
+    now: UnixTime,
+    server: bool,
+) -> Result<ChainKeys, &'static str> {
+    let key = certificate_key(end_entity).ok_or("not_ed25519")?;
+    match intermediates {
+        [] => Ok(ChainKeys {
+            key,
+            endorser: None,
+        }),
+        [previous] => {
+            let endorser = certificate_key(previous).ok_or("not_ed25519")?;
+            let anchor = webpki::anchor_from_trusted_cert(previous).map_err(|_| "bad_endorser")?;
+            let cert =
+                webpki::EndEntityCert::try_from(end_entity).map_err(|_| "bad_certificate")?;
+            let usage = if server {
+                webpki::KeyUsage::server_auth()
+            } else {
+                webpki::KeyUsage::client_auth()
+            };
+            cert.verify_for_usage(
+                provider.signature_verification_algorithms.all,
+                &[anchor],
+                &[],
+                now,
+                usage,
+                None,
+                None,
+            )
+            .map_err(|e| {
+                tracing::debug!(error = %e, "EAGER endorsement does not verify");
+                if matches!(e, webpki::Error::CertExpired { .. }) {
+                    "endorsement_expired"
+                } else {
+                    "endorsement_invalid"
+                }
+            })?;
+            Ok(ChainKeys {
+                key,
+                endorser: Some(endorser),
+            })
+        }
+        _ => Err("chain"),
     }
-    certificate_key(end_entity).ok_or_else(|| {
-        tracing::warn!("EAGER peer refused: its certificate does not carry an Ed25519 key");
-        refuse("not_ed25519")
+}
+
+fn checked_chain(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    provider: &CryptoProvider,
+    now: UnixTime,
+    server: bool,
+) -> Result<ChainKeys, rustls::Error> {
+    chain_keys(end_entity, intermediates, provider, now, server).map_err(|reason| {
+        tracing::warn!(
+            reason,
+            "EAGER peer refused: its certificate is not one self-signed Ed25519 certificate or a valid rotation endorsement"
+        );
+        refuse(reason)
     })
 }
 
@@ -166,9 +323,9 @@ impl ServerCertVerifier for PinnedServerVerifier {
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let key = pinned_key(end_entity, intermediates)?;
+        let chain = checked_chain(end_entity, intermediates, &self.provider, now, true)?;
         let platform = match server_name {
             ServerName::DnsName(d) => d.as_ref().to_owned(),
             other => {
@@ -179,12 +336,12 @@ impl ServerCertVerifier for PinnedServerVerifier {
                 return Err(refuse("no_platform"));
             }
         };
-        let fp = key.fingerprint();
+        let fp = chain.key.fingerprint();
         if !self.pins.knows(&platform) {
             tracing::warn!(peer = %platform, "EAGER peer refused: `{platform}` is not a configured peer");
             return Err(refuse("unknown_peer"));
         }
-        if !self.pins.is_pinned(&platform, &fp) {
+        if !chain.pinned_for(&self.pins, &platform) {
             tracing::warn!(
                 peer = %platform,
                 fingerprint = %hex(&fp),
@@ -277,11 +434,11 @@ impl ClientCertVerifier for PinnedClientVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let key = pinned_key(end_entity, intermediates)?;
-        let fp = key.fingerprint();
-        if self.pins.platform_of(&fp).is_none() {
+        let chain = checked_chain(end_entity, intermediates, &self.provider, now, false)?;
+        let fp = chain.key.fingerprint();
+        if chain.platform(&self.pins).is_none() {
             tracing::warn!(
                 fingerprint = %hex(&fp),
                 "EAGER peer refused: unknown key (no configured peer is pinned to it)"
@@ -315,14 +472,30 @@ impl ClientCertVerifier for PinnedClientVerifier {
 }
 
 /// The rustls configurations of an endpoint: server (listener) and client (dialer), both
-/// TLS 1.3 with ALPN `bver-eager/1` and pinned peers.
+/// TLS 1.3 with ALPN `bver-eager/1` and pinned peers. With an `endorsement` of `key` (see
+/// [`Endorsement`]) both present it; an endorsement of another key is ignored.
 pub fn configs(
     platform: &str,
     key: &PlatformKey,
     pins: &PeerPins,
+    endorsement: Option<&Endorsement>,
 ) -> Result<(rustls::ServerConfig, rustls::ClientConfig), BverError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let (cert, private) = certificate(platform, key)?;
+    let chain = match endorsement {
+        Some(e) if e.key().as_ref() == Some(key.public_key()) => vec![
+            CertificateDer::from(e.certificate.clone()),
+            CertificateDer::from(e.previous.clone()),
+        ],
+        Some(e) => {
+            tracing::warn!(
+                ?e,
+                "EAGER: the rotation endorsement is not for the current key; not presented"
+            );
+            vec![cert]
+        }
+        None => vec![cert],
+    };
     let tls = |e: rustls::Error| config_error(format!("TLS configuration: {e}"));
     let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -331,7 +504,7 @@ pub fn configs(
             pins.clone(),
             Arc::clone(&provider),
         )))
-        .with_single_cert(vec![cert.clone()], private.clone_key())
+        .with_single_cert(chain.clone(), private.clone_key())
         .map_err(tls)?;
     server.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
     let mut client = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
@@ -342,7 +515,7 @@ pub fn configs(
             pins.clone(),
             Arc::clone(&provider),
         )))
-        .with_client_auth_cert(vec![cert], private)
+        .with_client_auth_cert(chain, private)
         .map_err(tls)?;
     client.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
     Ok((server, client))
@@ -363,6 +536,75 @@ mod tests {
             pins.platform_of(&key.public_key().fingerprint()).as_deref(),
             Some("sites")
         );
-        assert!(configs("grid", &key, &pins).is_ok());
+        assert!(configs("grid", &key, &pins, None).is_ok());
+    }
+
+    #[test]
+    fn an_endorsement_vouches_for_the_next_key_with_the_previous_one() {
+        let previous = PlatformKey::from_seed(&[3; 32]).unwrap();
+        let next = PlatformKey::from_seed(&[4; 32]).unwrap();
+        let other = PlatformKey::from_seed(&[5; 32]).unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        let e = endorse("sites", &next, &previous, 2_000_000_000).unwrap();
+        assert_eq!(e.key().as_ref(), Some(next.public_key()));
+        assert_eq!(e.endorser().as_ref(), Some(previous.public_key()));
+        let at = |secs| UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
+        let end = CertificateDer::from(e.certificate.clone());
+        let prev = CertificateDer::from(e.previous.clone());
+        for server in [true, false] {
+            let chain = chain_keys(
+                &end,
+                std::slice::from_ref(&prev),
+                &provider,
+                at(1_800_000_000),
+                server,
+            )
+            .unwrap();
+            assert_eq!(&chain.key, next.public_key());
+            assert_eq!(chain.endorser.as_ref(), Some(previous.public_key()));
+        }
+        let pins = PeerPins::new();
+        pins.pin("sites", previous.public_key().fingerprint());
+        let chain = chain_keys(
+            &end,
+            std::slice::from_ref(&prev),
+            &provider,
+            at(1_800_000_000),
+            true,
+        )
+        .unwrap();
+        assert!(chain.pinned_for(&pins, "sites"));
+        assert_eq!(chain.platform(&pins).as_deref(), Some("sites"));
+        // Past the previous key's window: refused.
+        assert_eq!(
+            chain_keys(
+                &end,
+                std::slice::from_ref(&prev),
+                &provider,
+                at(2_000_000_001),
+                true
+            )
+            .unwrap_err(),
+            "endorsement_expired"
+        );
+        // Endorsed by a key that did not sign it: refused.
+        let (forger, _) = certificate("sites", &other).unwrap();
+        assert_eq!(
+            chain_keys(&end, &[forger], &provider, at(1_800_000_000), true).unwrap_err(),
+            "endorsement_invalid"
+        );
+        // Longer chains are refused.
+        assert_eq!(
+            chain_keys(
+                &end,
+                &[prev.clone(), prev.clone()],
+                &provider,
+                at(1_800_000_000),
+                true
+            )
+            .unwrap_err(),
+            "chain"
+        );
+        assert!(configs("sites", &next, &pins, Some(&e)).is_ok());
     }
 }

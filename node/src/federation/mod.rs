@@ -9,6 +9,10 @@
 //! the domain's namespaces locally, each peer's namespaces over EAGER (through the remote
 //! resolution cache when a subscription keeps it fresh, [`cache`]).
 //!
+//! A key rotation (`bver key rotate`) reaches a running node through [`KeyReload`], which the
+//! serve reload loop calls: the grant verifier takes the new key set, and the endpoint
+//! presents the new key (endorsed by the previous one) and signs with it.
+//!
 //! **Architecture Invariant:** `eager` does not know the node; this module is the only place
 //! that adapts the store and the verifier to its traits.
 
@@ -22,8 +26,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bver_auth::{KeySet, Revocations, Verifier, VerifierConfig};
+use bver_auth::{KeySet, Principal, Revocations, Verifier, VerifierConfig};
 use bver_contracts::BverError;
+use bver_eager::GrantVerifier;
 use bver_eager::transport::{EagerConfig, EagerEndpoint, PeerConfig, Services};
 use bver_eager::wire::ALPN;
 use bver_resolver::{Adapter, Resolver};
@@ -59,6 +64,61 @@ pub struct Parts<'a> {
     pub data: &'a DataDir,
 }
 
+/// The grant verifier EAGER uses: the platform's verifier, replaced when its keys change.
+struct Grants(std::sync::RwLock<Arc<Verifier>>);
+
+impl GrantVerifier for Grants {
+    fn verify(&self, grant: &str, now: u64) -> Result<Principal, BverError> {
+        let verifier = match self.0.read() {
+            Ok(v) => Arc::clone(&v),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        verifier.verify(grant, now).map_err(BverError::from)
+    }
+}
+
+/// Hands a reloaded key set to a running federation (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct KeyReload {
+    endpoint: EagerEndpoint,
+    grants: Arc<Grants>,
+    config: VerifierConfig,
+    revocations: Arc<Revocations>,
+    data: DataDir,
+    fingerprint: Arc<std::sync::Mutex<String>>,
+}
+
+impl std::fmt::Debug for KeyReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyReload").finish_non_exhaustive()
+    }
+}
+
+impl KeyReload {
+    /// Take `keys`: grants are verified with them from now on, and the EAGER endpoint
+    /// presents and signs with the current key (with its rotation endorsement from the data
+    /// directory, if any). Returns whether the current key changed.
+    pub async fn apply(&self, keys: KeySet) -> Result<bool, BverError> {
+        let verifier = Verifier::new(self.config.clone(), &keys, self.revocations.clone());
+        if let Ok(mut g) = self.grants.0.write() {
+            *g = Arc::new(verifier);
+        }
+        let endorsement = self
+            .data
+            .endorsement(keys.current().public_key(), bver_auth::unix_now())
+            .unwrap_or_else(|e| {
+                tracing::warn!("EAGER rotation endorsement not read: {}", e.message);
+                None
+            });
+        let fingerprint = fingerprint_hex(&keys.current().public_key().fingerprint());
+        let rotated = self.endpoint.set_keys(Arc::new(keys), endorsement).await?;
+        if let Ok(mut f) = self.fingerprint.lock() {
+            *f = fingerprint;
+        }
+        Ok(rotated)
+    }
+}
+
 /// The running federation of a node.
 pub struct Federation {
     endpoint: Option<EagerEndpoint>,
@@ -74,6 +134,7 @@ pub struct Federation {
     )>,
     status: Option<tokio::task::JoinHandle<()>>,
     head_poll: Option<tokio::task::JoinHandle<()>>,
+    key_reload: Option<KeyReload>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -97,6 +158,11 @@ impl Federation {
     /// This process's view of the subscription lease.
     pub fn lease(&self) -> LeaseState {
         self.lease.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// What the serve reload loop hands reloaded keys to (`None` when EAGER is not served).
+    pub fn key_reload(&self) -> Option<KeyReload> {
+        self.key_reload.clone()
     }
 
     /// The shared lease view (for the HTTP surface).
@@ -188,6 +254,7 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
                 runner: None,
                 status: None,
                 head_poll: None,
+                key_reload: None,
             },
             resolver,
         ));
@@ -225,11 +292,13 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
         .iter()
         .flat_map(|b| b.channels.iter().cloned())
         .collect();
-    let grants = Verifier::new(
-        VerifierConfig::new(platform.to_owned(), platform.to_owned()),
+    let vconfig = VerifierConfig::new(platform.to_owned(), platform.to_owned());
+    let grants = Arc::new(Grants(std::sync::RwLock::new(Arc::new(Verifier::new(
+        vconfig.clone(),
         &keys,
-        revocations,
-    );
+        revocations.clone(),
+    )))));
+    let endorsement = data.endorsement(keys.current().public_key(), bver_auth::unix_now())?;
     let services = Services {
         events: Arc::new(StoreEvents::new(
             store.clone(),
@@ -237,7 +306,7 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
             channels,
         )),
         pointers: Arc::new(StorePointers::new(store.clone(), owned.clone())),
-        grants: Arc::new(grants),
+        grants: grants.clone(),
     };
     let keys = Arc::new(keys);
     let make = |listen: SocketAddr| {
@@ -246,6 +315,7 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
         c.reconnect_base = config.reconnect_base;
         c.reconnect_max = Duration::from_secs(5);
         c.grant_recheck = Duration::from_secs(1);
+        c.endorsement = endorsement.clone();
         c
     };
     let endpoint = match config.listen {
@@ -364,11 +434,20 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
             }
         })
     });
+    let live_fingerprint = Arc::new(std::sync::Mutex::new(fingerprint.clone()));
+    let key_reload = KeyReload {
+        endpoint: endpoint.clone(),
+        grants,
+        config: vconfig,
+        revocations,
+        data: data.clone(),
+        fingerprint: live_fingerprint.clone(),
+    };
     let status = tokio::spawn(status_loop(
         data.clone(),
         platform.to_owned(),
         addr,
-        fingerprint.clone(),
+        live_fingerprint,
         states.clone(),
         lease.clone(),
     ));
@@ -382,6 +461,7 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
             runner,
             status: Some(status),
             head_poll,
+            key_reload: Some(key_reload),
         },
         resolver,
     ))
@@ -397,7 +477,7 @@ async fn status_loop(
     data: DataDir,
     platform: String,
     addr: SocketAddr,
-    fingerprint: String,
+    fingerprint: Arc<std::sync::Mutex<String>>,
     states: States,
     lease: LeaseView,
 ) {
@@ -410,6 +490,7 @@ async fn status_loop(
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default();
         let lease = lease.lock().map(|l| l.clone()).unwrap_or_default();
+        let fingerprint = fingerprint.lock().map(|f| f.clone()).unwrap_or_default();
         let doc = json!({
             "platform": platform,
             "eager": addr.to_string(),

@@ -208,7 +208,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, BverError> {
             })
             .await
     });
-    let reloader = tokio::spawn(reload_loop(state.clone(), vconfig));
+    let reloader = tokio::spawn(reload_loop(state.clone(), vconfig, federation.key_reload()));
     if config.insecure_dev {
         tracing::warn!("{}", http::INSECURE_WARNING);
     }
@@ -251,8 +251,13 @@ fn mcp_settings(config: &ServeConfig) -> crate::mcp::HttpSettings {
 }
 
 /// Poll the data directory once a second: a key rotation or a revocation made with the CLI
-/// takes effect without a restart.
-async fn reload_loop(state: Arc<AppState>, vconfig: VerifierConfig) {
+/// takes effect without a restart, on HTTP and on EAGER (its certificate, signatures and
+/// grant verifier).
+async fn reload_loop(
+    state: Arc<AppState>,
+    vconfig: VerifierConfig,
+    federation: Option<crate::federation::KeyReload>,
+) {
     let mut seen = state.data.watched_stamp();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -273,6 +278,11 @@ async fn reload_loop(state: Arc<AppState>, vconfig: VerifierConfig) {
                     Verifier::new(vconfig.clone(), &keys, state.auth.revocations.clone());
                 state.auth.replace(verifier, keys.jwks(now));
                 tracing::info!(kid = %keys.current().key_id(), "keys and revocations reloaded");
+                if let Some(f) = &federation
+                    && let Err(e) = f.apply(keys).await
+                {
+                    tracing::warn!("EAGER keys not reloaded: {}", e.message);
+                }
             }
             Err(e) => tracing::warn!(error = %e, "keys not reloaded"),
         }
