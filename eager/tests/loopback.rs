@@ -747,3 +747,120 @@ async fn a_key_rotation_keeps_the_stream_and_a_peer_pinning_only_the_old_key() {
     m.subscriber.close().await;
     m.publisher.close().await;
 }
+
+/// A UDP relay between one client and `upstream` that can be cut (drops every datagram, in
+/// both directions, as a dead link would) without either side being told.
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Self {
+        let socket = Arc::new(tokio::net::UdpSocket::bind(any_port()).await.unwrap());
+        let addr = socket.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = {
+            let cut = Arc::clone(&cut);
+            tokio::spawn(async move {
+                let mut client: Option<SocketAddr> = None;
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let to = if from == upstream {
+                        match client {
+                            Some(c) => c,
+                            None => continue,
+                        }
+                    } else {
+                        client = Some(from);
+                        upstream
+                    };
+                    let _ = socket.send_to(&buf[..n], to).await;
+                }
+            })
+        };
+        Self { addr, cut, task }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_timeout_is_configurable_and_ends_a_dead_connection() {
+    assert_eq!(
+        EagerConfig::new("x", platform("x", 7).key, any_port()).idle_timeout,
+        bver_eager::transport::DEFAULT_IDLE_TIMEOUT,
+        "30 s unless configured"
+    );
+    let zero = EagerEndpoint::start(
+        {
+            let p = platform("sites", 1);
+            let mut c = p.config(any_port(), vec![]);
+            c.idle_timeout = Duration::ZERO;
+            c
+        },
+        platform("sites", 1).services(MemOutbox::new(0, 0)),
+    );
+    assert_eq!(
+        zero.unwrap_err().code,
+        ErrorCode::InvalidDefinition,
+        "a zero idle timeout is refused"
+    );
+
+    let outbox = MemOutbox::new(5, 16);
+    let sites = platform("sites", 1);
+    let grid = platform("grid", 2);
+    let publisher = EagerEndpoint::start(
+        sites.config(any_port(), vec![grid.peer(None)]),
+        sites.services(Arc::clone(&outbox)),
+    )
+    .unwrap();
+    let relay = Relay::start(publisher.local_addr().unwrap()).await;
+    let mut config = grid.config(any_port(), vec![sites.peer(Some(relay.addr))]);
+    config.idle_timeout = Duration::from_millis(600);
+    // Reconnects wait long enough for the test to see the interruption first.
+    config.reconnect_base = Duration::from_secs(5);
+    config.reconnect_max = Duration::from_secs(5);
+    let subscriber = EagerEndpoint::start(config, grid.services(MemOutbox::new(0, 0))).unwrap();
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut spec = SubscriptionSpec::new(
+        "sites",
+        "site_changes",
+        sites.grant("grid", "eager:subscribe:site_changes"),
+    );
+    spec.start = bver_eager::proto::subscriber::Start::Oldest;
+    let h = subscriber.subscribe(spec, None, tx);
+    next_events(&mut rx, 5).await;
+    let mut interruptions = h.interruptions();
+    interruptions.borrow_and_update();
+
+    // An idle but healthy connection stays up past its idle timeout (keep-alives).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        interruptions.borrow_and_update().is_none(),
+        "keep-alives hold a healthy idle connection open"
+    );
+
+    // The link dies silently: the connection ends after the idle timeout, not after 30 s.
+    relay.cut.store(true, Ordering::SeqCst);
+    let cut = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), interruptions.changed())
+        .await
+        .expect("the dead connection ends within the configured idle timeout")
+        .unwrap();
+    let took = cut.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "ended after {took:?}"
+    );
+    let reason = interruptions.borrow().clone().unwrap_or_default();
+    assert!(reason.starts_with("peer_unreachable"), "{reason}");
+    eprintln!("the dead connection ended {took:?} after the cut");
+
+    h.stop();
+    relay.task.abort();
+    subscriber.close().await;
+    publisher.close().await;
+}

@@ -74,6 +74,10 @@ pub struct EagerConfig {
     pub reconnect_max: Duration,
     /// How long to wait for a connection and its `hello`.
     pub connect_timeout: Duration,
+    /// How long a QUIC connection may stay silent before it is considered dead (the peer
+    /// vanished without closing it); keep-alives every `min(5 s, idle_timeout / 3)` keep a
+    /// healthy idle connection open. Must be above zero.
+    pub idle_timeout: Duration,
     /// The current key's rotation endorsement (its certificate signed by the previous key),
     /// presented so that peers pinning only the previous key accept the current one.
     pub endorsement: Option<Endorsement>,
@@ -102,6 +106,7 @@ impl EagerConfig {
             reconnect_base: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             endorsement: None,
             next_keys: Vec::new(),
             forge_batches_with: None,
@@ -219,14 +224,26 @@ fn io_error(what: impl std::fmt::Display) -> BverError {
     )
 }
 
-fn transport_config() -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
-        t.max_idle_timeout(Some(idle));
+/// The default of [`EagerConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn transport_config(idle_timeout: Duration) -> Result<quinn::TransportConfig, BverError> {
+    let bad = |why: &str| {
+        BverError::new(
+            ErrorCode::InvalidDefinition,
+            Phase::Configuration,
+            format!("EAGER idle timeout {idle_timeout:?}: {why}"),
+        )
+    };
+    if idle_timeout.is_zero() {
+        return Err(bad("must be above zero"));
     }
+    let idle = quinn::IdleTimeout::try_from(idle_timeout).map_err(|_| bad("too large"))?;
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some((idle_timeout / 3).min(Duration::from_secs(5))));
+    t.max_idle_timeout(Some(idle));
     t.max_concurrent_bidi_streams(4096u32.into());
-    t
+    Ok(t)
 }
 
 impl EagerEndpoint {
@@ -243,7 +260,7 @@ impl EagerEndpoint {
                 addrs.insert(p.platform.clone(), a);
             }
         }
-        let transport = Arc::new(transport_config());
+        let transport = Arc::new(transport_config(config.idle_timeout)?);
         let identity = Identity::new(
             &config.platform,
             Arc::clone(&config.keys),

@@ -7,5 +7,7 @@ pub mod endpoint;
 pub mod tls;
 
 pub use adapter::EagerAdapter;
-pub use endpoint::{EagerConfig, EagerEndpoint, PeerConfig, Services, SubscriptionHandle};
+pub use endpoint::{
+    DEFAULT_IDLE_TIMEOUT, EagerConfig, EagerEndpoint, PeerConfig, Services, SubscriptionHandle,
+};
 pub use tls::{Endorsement, PeerPins};

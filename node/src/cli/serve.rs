@@ -135,6 +135,14 @@ fn resolve(args: ServeArgs) -> Result<ServeConfig, String> {
         c.federation.cache_max_age = humantime::parse_duration(&a)
             .map_err(|e| format!("remote_cache_max_age `{a}`: {e}"))?;
     }
+    if let Some(t) = file.eager_idle_timeout {
+        let idle =
+            humantime::parse_duration(&t).map_err(|e| format!("eager_idle_timeout `{t}`: {e}"))?;
+        if idle.is_zero() {
+            return Err(format!("eager_idle_timeout `{t}`: must be above zero"));
+        }
+        c.federation.idle_timeout = idle;
+    }
     if let Some(t) = file.subscription_lease_ttl {
         let ttl = humantime::parse_duration(&t)
             .map_err(|e| format!("subscription_lease_ttl `{t}`: {e}"))?;
@@ -307,5 +315,64 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn resolved(file: &str) -> Result<ServeConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bver.toml");
+        std::fs::write(&path, file).unwrap();
+        let cli = Cli::try_parse_from([
+            "bver",
+            "--domain",
+            "d",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .unwrap();
+        resolve(cli.serve)
+    }
+
+    #[test]
+    fn federation_timings_come_from_the_configuration_file() {
+        let c = resolved("").unwrap();
+        assert_eq!(
+            c.federation.idle_timeout,
+            bver_eager::transport::DEFAULT_IDLE_TIMEOUT
+        );
+        assert_eq!(
+            c.federation.lease_ttl,
+            crate::federation::config::DEFAULT_LEASE_TTL
+        );
+        let c =
+            resolved("eager_idle_timeout = \"2s\"\nsubscription_lease_ttl = \"1500ms\"\n").unwrap();
+        assert_eq!(c.federation.idle_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(
+            c.federation.lease_ttl,
+            std::time::Duration::from_millis(1500)
+        );
+        assert!(
+            resolved("eager_idle_timeout = \"0s\"")
+                .unwrap_err()
+                .contains("above zero")
+        );
+        assert!(
+            resolved("subscription_lease_ttl = \"100ms\"")
+                .unwrap_err()
+                .contains("at least 250ms")
+        );
     }
 }

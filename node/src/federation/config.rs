@@ -123,6 +123,8 @@ pub struct FederationConfig {
     /// How long the subscription lease lasts without renewal: a standby process takes the
     /// subscriptions over at most `lease_ttl + lease_ttl / 5` after the holder's last renewal.
     pub lease_ttl: Duration,
+    /// How long an EAGER (QUIC) connection may stay silent before it counts as dead.
+    pub idle_timeout: Duration,
 }
 
 impl Default for FederationConfig {
@@ -136,6 +138,7 @@ impl Default for FederationConfig {
             cache_max_age: DEFAULT_CACHE_MAX_AGE,
             reconnect_base: Duration::from_millis(100),
             lease_ttl: DEFAULT_LEASE_TTL,
+            idle_timeout: bver_eager::transport::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

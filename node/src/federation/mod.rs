@@ -316,6 +316,7 @@ pub async fn start(parts: Parts<'_>) -> Result<(Federation, Resolver), BverError
         c.reconnect_max = Duration::from_secs(5);
         c.grant_recheck = Duration::from_secs(1);
         c.endorsement = endorsement.clone();
+        c.idle_timeout = config.idle_timeout;
         c
     };
     let endpoint = match config.listen {

@@ -58,6 +58,8 @@ pub struct FileConfig {
     pub eager_disabled: Option<bool>,
     /// How long a cached remote reference may be served, e.g. `30s`.
     pub remote_cache_max_age: Option<String>,
+    /// How long an EAGER connection may stay silent before it counts as dead, e.g. `30s`.
+    pub eager_idle_timeout: Option<String>,
     /// How long the subscription lease lasts without renewal, e.g. `5s`.
     pub subscription_lease_ttl: Option<String>,
     /// Peer platforms (`[[peers]]`).
