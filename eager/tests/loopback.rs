@@ -724,7 +724,23 @@ async fn a_key_rotation_keeps_the_stream_and_a_peer_pinning_only_the_old_key() {
         (1..=30).collect::<Vec<_>>(),
         "nothing lost, nothing twice"
     );
-    assert!(m.subscriber.pins().is_pinned("sites", &next_fp));
+    // The closed connection is replaced; the new hello pins the new key at the subscriber,
+    // and what follows is signed by it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !m.subscriber.pins().is_pinned("sites", &next_fp) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriber never learned the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    m.outbox.append(10);
+    let third = next_events(&mut rx, 10).await;
+    assert!(
+        !third.iter().any(|e| matches!(e, SubEvent::Rejected { .. })),
+        "nothing rejected: {third:?}"
+    );
+    assert_eq!(seqs(&third), (31..=40).collect::<Vec<_>>());
 
     // A new peer endpoint that pins only the previous key connects (the endorsement) and its
     // answers verify (the new key is announced in the hello).

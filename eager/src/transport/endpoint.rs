@@ -752,6 +752,9 @@ async fn read_one(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<Mess
 async fn accept_loop(inner: Arc<Inner>) {
     while let Some(incoming) = inner.endpoint.accept().await {
         let inner = Arc::clone(&inner);
+        // Watch rotations before taking the identity: a rotation between the two closes the
+        // connection rather than leaving it on the old key.
+        let rotations = inner.rotations.subscribe();
         // The identity the handshake presents is the one the connection keeps.
         let identity = inner.identity();
         tokio::spawn(async move {
@@ -763,15 +766,19 @@ async fn accept_loop(inner: Arc<Inner>) {
                 }
             };
             match connecting.await {
-                Ok(conn) => serve_connection(inner, conn, identity).await,
+                Ok(conn) => serve_connection(inner, conn, identity, rotations).await,
                 Err(e) => tracing::info!("EAGER connection refused or failed: {e}"),
             }
         });
     }
 }
 
-async fn serve_connection(inner: Arc<Inner>, conn: quinn::Connection, identity: Arc<Identity>) {
-    let mut rotations = inner.rotations.subscribe();
+async fn serve_connection(
+    inner: Arc<Inner>,
+    conn: quinn::Connection,
+    identity: Arc<Identity>,
+    mut rotations: watch::Receiver<u64>,
+) {
     let Some(chain) = peer_keys(&conn) else {
         conn.close(1u32.into(), b"no certificate");
         return;
