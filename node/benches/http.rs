@@ -23,6 +23,10 @@ use bver_auth::{Issuer, ScopeSet};
 use bver_node::datadir::DataDir;
 use bver_node::serve::{self, ServeConfig};
 
+/// The same allocator as the `bver` binary (the node runs in this process).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SITES: usize = 1000;
 
 struct Figures {
