@@ -135,6 +135,15 @@ both_backends! {
         assert_eq!(e.details["namespace"], "elsewhere");
         let l = ok(&b, &p, "bver.list", json!({"repo": "feeder"})).await;
         assert_eq!(l["items"][0]["pointer"], "bver://sites/feeder/f1");
+        let l = ok(&b, &p, "bver.list", json!({"repo": "feeder", "namespace": "sites"})).await;
+        assert_eq!(l["items"][0]["pointer"], "bver://sites/feeder/f1");
+        let e = err(&b, &p, "bver.list", json!({"repo": "feeder", "namespace": "other"})).await;
+        assert_eq!((e.code, e.phase), (ErrorCode::NotFound, Phase::Resolution));
+        assert_eq!(e.details["hint"], "sites");
+        let e = err(&b, &p, "bver.list", json!({"repo": "nope"})).await;
+        assert_eq!(e.code, ErrorCode::NotFound);
+        let e = err(&b, &p, "bver.list", json!({"repo": "nope", "namespace": "elsewhere"})).await;
+        assert_eq!((e.code, e.details["namespace"].as_str()), (ErrorCode::NotFound, Some("elsewhere")), "no adapter serves it");
         let lr = ok(&b, &p, "bver.listrefs", json!({"namespace": "sites"})).await;
         let repos: Vec<&str> = lr["items"].as_array().expect("items").iter().filter_map(|i| i["repo"].as_str()).collect();
         assert_eq!(repos, ["feeder", "site"]);

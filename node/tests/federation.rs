@@ -559,6 +559,35 @@ async fn remote_resolve_with_and_without_scope_and_an_unknown_peer_is_refused() 
         listed["items"][0]["pointer"], "bver://sites/site/s1",
         "{listed}"
     );
+    // list of one remote repo: by its namespace, over EAGER, as for a local repo.
+    let list = |input: Value| {
+        c.post(format!("{}/v1/ops/bver.list", ops.http))
+            .bearer_auth(ops.token("refs:*:* admin"))
+            .json(&input)
+            .send()
+    };
+    let res = list(json!({ "namespace": "sites", "repo": "site" }))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let listed: Value = res.json().await.unwrap();
+    assert_eq!(
+        listed["items"][0]["pointer"], "bver://sites/site/s1",
+        "{listed}"
+    );
+    assert_eq!(listed["items"][0]["version"], 1, "{listed}");
+    // Without the namespace, a repo this platform does not define is not found, with a hint.
+    let res = list(json!({ "repo": "site" })).await.unwrap();
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "not_found", "{body}");
+    assert!(
+        body["details"]["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("namespace"),
+        "{body}"
+    );
 
     let (status, body) = resolve(&audit, "bver://sites/site/s1").await;
     assert_eq!(status, 403, "without the resolve scope: {body}");

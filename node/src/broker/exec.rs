@@ -495,18 +495,32 @@ async fn resolve(
         Verb::ResolveList => {
             let repo = str_field(input, "repo").unwrap_or("");
             require_read(inner, principal, repo)?;
-            let namespace = inner
-                .domain
-                .ref_type(repo)
-                .map(|rt| rt.namespace.clone())
-                .ok_or_else(|| {
-                    BverError::new(
+            let own = inner.domain.ref_type(repo).map(|rt| rt.namespace.clone());
+            let namespace = match (str_field(input, "namespace"), own) {
+                // A repo of this platform: its namespace, which a given one must match.
+                (Some(given), Some(own)) if given != own => {
+                    return Err(BverError::new(
+                        ErrorCode::NotFound,
+                        Phase::Resolution,
+                        format!("repo `{repo}` is in namespace `{own}`, not `{given}`"),
+                    )
+                    .with_details(json!({ "repo": repo, "namespace": given, "hint": own })));
+                }
+                (_, Some(own)) => own,
+                // Another platform's or source's repo: routed by the namespace.
+                (Some(given), None) => given.to_owned(),
+                (None, None) => {
+                    return Err(BverError::new(
                         ErrorCode::NotFound,
                         Phase::Resolution,
                         format!("no repo `{repo}` on this platform"),
                     )
-                    .with_details(json!({ "repo": repo }))
-                })?;
+                    .with_details(json!({
+                        "repo": repo,
+                        "hint": "give `namespace` to list a repo another platform or source serves",
+                    })));
+                }
+            };
             let page = resolver
                 .list(
                     &namespace,

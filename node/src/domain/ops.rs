@@ -473,10 +473,19 @@ pub fn resolver_operations() -> Vec<OpDef> {
         ),
         op(
             "bver.list",
-            "List the references of a repo (pointers and versions, not values).",
+            "List the references of a repo (pointers and versions, not values). A repo of \
+             this platform is found by its name; a repo another platform owns (over EAGER) or \
+             another source serves is listed by giving its namespace too.",
             object(
                 &[
                     ("repo", ident("The repo to list.")),
+                    (
+                        "namespace",
+                        ident(
+                            "The namespace the repo is in. Optional for this platform's own \
+                             repos; required for a repo another platform or source serves.",
+                        ),
+                    ),
                     ("kind", kind_filter_any()),
                     ("limit", limit()),
                     ("cursor", cursor()),
