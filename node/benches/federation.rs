@@ -569,6 +569,7 @@ async fn bver(cfg: &Config) -> Figures {
     );
 
     // 1. Latency at a fixed rate.
+    eprintln!("BVER: latency, {}/s for {} s", cfg.rate, cfg.secs);
     let n = (cfg.rate * cfg.secs) as usize;
     let base = Instant::now();
     let slots = Slots::new(base, n);
@@ -666,6 +667,7 @@ async fn bver(cfg: &Config) -> Figures {
     ops.federation.close().await;
 
     // 2. Durable publish: creates from many callers.
+    eprintln!("BVER: durable publish, {} creates", cfg.writes);
     let publish = {
         let (b, p, bytes) = (
             Arc::new(sites.broker.clone()),
@@ -692,6 +694,7 @@ async fn bver(cfg: &Config) -> Figures {
     figures.publish = Some(publish);
 
     // 3. Bulk replay of the whole channel to a new subscriber.
+    eprintln!("BVER: bulk replay, {channel_events} events");
     let cpu0 = process_cpu();
     let start = Instant::now();
     let audit_config = subscriber_config(&sites_public, "audit", addr, "oldest");
@@ -818,6 +821,7 @@ async fn jetstream(cfg: &Config) -> Option<Figures> {
     let mut figures = Figures::default();
 
     // 1. Latency at a fixed rate: publish acknowledged → received by a durable consumer.
+    eprintln!("JetStream: latency, {}/s for {} s", cfg.rate, cfg.secs);
     let n = (cfg.rate * cfg.secs) as usize;
     let base = Instant::now();
     let slots = Slots::new(base, n);
@@ -894,6 +898,7 @@ async fn jetstream(cfg: &Config) -> Option<Figures> {
     let _ = stream.delete_consumer("live").await;
 
     // 2. Durable publish from many tasks, each awaiting its acknowledgement.
+    eprintln!("JetStream: durable publish, {} messages", cfg.writes);
     let publish = {
         let (js, subject, bytes) = (js.clone(), subject.clone(), cfg.payload);
         measure(cfg.writes, cfg.tasks, process_and_nats_cpu, move |i| {
@@ -912,6 +917,7 @@ async fn jetstream(cfg: &Config) -> Option<Figures> {
     figures.publish = Some(publish);
 
     // 3. Durable consume of the whole stream by a new consumer, an explicit ack each.
+    eprintln!("JetStream: durable consume");
     let total = n + cfg.writes;
     let cpu0 = process_and_nats_cpu();
     let start = Instant::now();

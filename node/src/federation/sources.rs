@@ -115,8 +115,14 @@ impl EventSource for StoreEvents {
         limit: usize,
     ) -> BoxFuture<'a, Result<ReadBatch, BverError>> {
         Box::pin(async move {
-            let head = self.store.outbox_head().await?;
             let from_seq = from_seq.max(1);
+            // The head the stream was woken by, without a query; the database only when the
+            // watch is behind the read (another process committed since the last head poll,
+            // and `position` saw it).
+            let mut head = self.store.known_head();
+            if head < from_seq {
+                head = self.store.outbox_head().await?;
+            }
             let Some(c) = self.channels.get(channel) else {
                 return Ok(ReadBatch {
                     events: Vec::new(),

@@ -238,6 +238,10 @@ impl Running {
     }
 }
 
+/// The most remote events one apply transaction takes: frames that queued up while the
+/// previous transaction committed are applied together, up to this many events.
+const MAX_APPLY: usize = 4096;
+
 #[allow(clippy::too_many_arguments)]
 async fn apply_loop(
     store: Store,
@@ -249,10 +253,23 @@ async fn apply_loop(
     mut rx: mpsc::Receiver<Vec<SubEvent>>,
     states: States,
 ) {
-    while let Some(batch) = rx.recv().await {
-        let mut effects = Vec::new();
-        let mut epoch = None;
-        for ev in batch {
+    let mut effects: Vec<RemoteEffect> = Vec::new();
+    let mut epoch: Option<String> = None;
+    while let Some(first) = rx.recv().await {
+        // Take every frame already waiting too (up to MAX_APPLY events): under load, one
+        // durable transaction (one fsync) covers many frames instead of one each.
+        let mut frames = vec![first];
+        let mut queued = frames[0].len();
+        while queued < MAX_APPLY {
+            match rx.try_recv() {
+                Ok(f) => {
+                    queued += f.len();
+                    frames.push(f);
+                }
+                Err(_) => break,
+            }
+        }
+        for ev in frames.into_iter().flatten() {
             match ev {
                 SubEvent::Subscribed { epoch: e, head, .. } => {
                     tracing::info!(%peer, %channel, epoch = %e, head, "subscribed");
@@ -268,6 +285,19 @@ async fn apply_loop(
                 }
                 SubEvent::Event(d) => {
                     let e = d.event;
+                    // One transaction is one epoch (the cursor is per epoch).
+                    if epoch.as_ref().is_some_and(|p| *p != e.epoch) {
+                        apply(
+                            &store,
+                            &name,
+                            &peer,
+                            &channel,
+                            &epoch,
+                            &mut effects,
+                            &states,
+                        )
+                        .await;
+                    }
                     epoch = Some(e.epoch.clone());
                     effects.push(RemoteEffect {
                         origin_seq: e.seq,
@@ -298,35 +328,62 @@ async fn apply_loop(
                 }
             }
         }
-        let Some(epoch) = epoch else { continue };
-        let last_time = effects.last().map_or(0, |e| e.at);
-        let last_seq = effects.last().map_or(0, |e| e.origin_seq);
-        // Never skip: a failed apply is retried until it commits (the stream waits, and
-        // QUIC flow control holds the publisher back meanwhile).
-        let mut delay = Duration::from_millis(50);
-        let applied = loop {
-            match store
-                .apply_remote(&name, &peer, &channel, &epoch, &effects)
-                .await
-            {
-                Ok(a) => break a,
-                Err(e) => {
-                    tracing::warn!(%peer, %channel, "applying remote events failed, retrying: {}", e.message);
-                    update(&states, &name, |s| s.last_error = Some(e.message.clone()));
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
-        let lag_ms = now_ms().saturating_sub(last_time).max(0);
-        update(&states, &name, |s| {
-            s.epoch = Some(epoch.clone());
-            s.seq = s.seq.max(last_seq);
-            s.head = s.head.max(last_seq);
-            s.lag_events = s.head.saturating_sub(s.seq);
-            s.lag_seconds = lag_ms as f64 / 1000.0;
-            s.applied += applied.applied;
-            s.duplicates += applied.duplicates;
-        });
+        apply(
+            &store,
+            &name,
+            &peer,
+            &channel,
+            &epoch,
+            &mut effects,
+            &states,
+        )
+        .await;
     }
+}
+
+/// Apply `effects` (of `epoch`) in one transaction with the cursor, retrying until it
+/// commits, and empty the list.
+async fn apply(
+    store: &Store,
+    name: &str,
+    peer: &str,
+    channel: &str,
+    epoch: &Option<String>,
+    effects: &mut Vec<RemoteEffect>,
+    states: &States,
+) {
+    let Some(epoch) = epoch else { return };
+    if effects.is_empty() {
+        return;
+    }
+    let last_time = effects.last().map_or(0, |e| e.at);
+    let last_seq = effects.last().map_or(0, |e| e.origin_seq);
+    // Never skip: a failed apply is retried until it commits (the stream waits, and
+    // QUIC flow control holds the publisher back meanwhile).
+    let mut delay = Duration::from_millis(50);
+    let applied = loop {
+        match store
+            .apply_remote(name, peer, channel, epoch, effects)
+            .await
+        {
+            Ok(a) => break a,
+            Err(e) => {
+                tracing::warn!(%peer, %channel, "applying remote events failed, retrying: {}", e.message);
+                update(states, name, |s| s.last_error = Some(e.message.clone()));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    effects.clear();
+    let lag_ms = now_ms().saturating_sub(last_time).max(0);
+    update(states, name, |s| {
+        s.epoch = Some(epoch.clone());
+        s.seq = s.seq.max(last_seq);
+        s.head = s.head.max(last_seq);
+        s.lag_events = s.head.saturating_sub(s.seq);
+        s.lag_seconds = lag_ms as f64 / 1000.0;
+        s.applied += applied.applied;
+        s.duplicates += applied.duplicates;
+    });
 }

@@ -115,6 +115,8 @@ struct Inner {
     last_seq: watch::Receiver<u64>,
     /// Moves the head when something other than the writer appends events (federation).
     seq_tx: watch::Sender<u64>,
+    /// Multi-row statement texts for writes outside the writer (federation's apply).
+    statements: sql::Statements,
 }
 
 /// Map a database failure to the shared error; the cause is logged, not returned.
@@ -216,6 +218,7 @@ impl Store {
             (options.cache_capacity > 0).then(|| Arc::new(ReadCache::new(options.cache_capacity)));
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
         let (seq_tx, seq_rx) = watch::channel(sql::u64_of(last));
+        let backend_dialect = backend.dialect();
         let writer = Writer {
             backend: backend.clone(),
             epoch: epoch.clone(),
@@ -233,6 +236,7 @@ impl Store {
                 writes: tx,
                 last_seq: seq_rx,
                 seq_tx,
+                statements: sql::Statements::new(backend_dialect),
             }),
         })
     }
@@ -253,6 +257,13 @@ impl Store {
     /// Watch the highest outbox sequence number committed through this process.
     pub fn subscribe_seq(&self) -> watch::Receiver<u64> {
         self.inner.last_seq.clone()
+    }
+
+    /// The head [`Store::subscribe_seq`] holds now, without a query: every event up to it
+    /// is committed (it moves only after a commit; [`Store::refresh_head`] moves it to
+    /// other processes' commits).
+    pub fn known_head(&self) -> u64 {
+        *self.inner.last_seq.borrow()
     }
 
     /// Commit one mutation (group-committed with others) and return its new version.

@@ -7,10 +7,12 @@
 //! dropped, so a batch delivered twice (a reconnect replays from the last cursor the
 //! *endpoint* saw, which may be ahead of or behind the stored one) applies once.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use sqlx::Row;
 
-use super::sql::{self, i64_of, u64_of};
+use super::sql::{self, Arg, Stmt, i64_of, query_args, u64_of};
 use super::types::{ChangeType, OutboxEvent, RefKey};
 use super::{Backend, Store, store_err};
 use bver_contracts::BverError;
@@ -140,7 +142,8 @@ where
 
 /// The statements of one apply, written once and run on either backend's transaction.
 macro_rules! apply_in {
-    ($tx:ident, $pg:expr, $name:expr, $peer:expr, $channel:expr, $epoch:expr, $effects:expr, $local_epoch:expr) => {{
+    ($tx:ident, $args_ty:ty, $pg:expr, $stmts:expr, $name:expr, $peer:expr, $channel:expr, $epoch:expr, $effects:expr, $local_epoch:expr) => {{
+        let stmts: &sql::Statements = $stmts;
         // Make sure the cursor row exists before it is read and locked: with no row there is
         // nothing to lock, and two processes applying a subscription's very first batch at
         // once would both apply it. The row is `(epoch, seq 0)`, "nothing applied yet in this
@@ -230,29 +233,39 @@ macro_rules! apply_in {
                 .await?
                 .try_get(0)?;
                 let first = last - n + 1;
-                let principal = format!("peer:{}", $peer);
-                let operation = format!("eager.{}", $channel);
-                for (i, (e, trigger)) in emitted.iter().enumerate() {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO bver_events ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                        sql::EVENT_COLUMNS
-                    )))
-                    .bind(first + i as i64)
-                    .bind($local_epoch)
-                    .bind(*trigger)
-                    .bind(&e.key.namespace)
-                    .bind(&e.key.repo)
-                    .bind(&e.key.id)
-                    .bind(i64_of(e.version))
-                    .bind(&e.kind)
-                    .bind(e.change.as_str())
-                    .bind(e.diff.to_string())
-                    .bind(&principal)
-                    .bind(&operation)
-                    .bind(format!("{}/{}/{}", $peer, $epoch, e.origin_seq))
-                    .bind(now)
-                    .execute(&mut *$tx)
-                    .await?;
+                // One multi-row statement per chunk (one round trip each on SQLite), not one
+                // per event.
+                let shared = |v: String| Arg::Shared(Arc::from(v));
+                let (local_epoch, principal, operation) = (
+                    shared($local_epoch.to_owned()),
+                    shared(format!("peer:{}", $peer)),
+                    shared(format!("eager.{}", $channel)),
+                );
+                let mut done = 0;
+                for size in sql::chunks(emitted.len()) {
+                    let part = &emitted[done..done + size];
+                    let args = part.iter().enumerate().flat_map(|(i, (e, trigger))| {
+                        [
+                            Arg::Int(first + (done + i) as i64),
+                            local_epoch.clone(),
+                            Arg::Text((*trigger).to_owned()),
+                            Arg::Text(e.key.namespace.clone()),
+                            Arg::Text(e.key.repo.clone()),
+                            Arg::Text(e.key.id.clone()),
+                            Arg::Int(i64_of(e.version)),
+                            Arg::OptText(e.kind.clone()),
+                            Arg::Text(e.change.as_str().to_owned()),
+                            Arg::Text(e.diff.to_string()),
+                            principal.clone(),
+                            operation.clone(),
+                            Arg::Text(format!("{}/{}/{}", $peer, $epoch, e.origin_seq)),
+                            Arg::Int(now),
+                        ]
+                    });
+                    query_args!($args_ty, stmts.get(Stmt::InsertEvents, size), args)
+                        .execute(&mut *$tx)
+                        .await?;
+                    done += size;
                 }
                 last_local_seq = Some(u64_of(last));
             }
@@ -396,7 +409,9 @@ impl Store {
                         let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
                         let out = apply_in!(
                             tx,
+                            sqlx::sqlite::SqliteArguments,
                             false,
+                            &self.inner.statements,
                             name,
                             peer,
                             channel,
@@ -412,8 +427,18 @@ impl Store {
                 Backend::Postgres { pool } => {
                     async {
                         let mut tx = sqlx::Acquire::begin(pool).await?;
-                        let out =
-                            apply_in!(tx, true, name, peer, channel, epoch, effects, &local_epoch)?;
+                        let out = apply_in!(
+                            tx,
+                            sqlx::postgres::PgArguments,
+                            true,
+                            &self.inner.statements,
+                            name,
+                            peer,
+                            channel,
+                            epoch,
+                            effects,
+                            &local_epoch
+                        )?;
                         tx.commit().await?;
                         Ok::<_, sqlx::Error>(out)
                     }
