@@ -748,7 +748,7 @@ async fn jetstream_client(addr: &str) -> Option<(async_nats::Client, Option<OwnS
         println!("JetStream: the nats-server at {addr}");
         return Some((c, None));
     }
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .ok()?;
@@ -836,16 +836,25 @@ async fn jetstream(cfg: &Config) -> Option<Figures> {
         tokio::spawn(async move {
             let mut left = n;
             while left > 0 {
-                let Some(Ok(m)) = messages.next().await else {
-                    break;
+                let m = match messages.next().await {
+                    Some(Ok(m)) => m,
+                    // A status of the pull (such as a missed heartbeat): keep reading.
+                    Some(Err(e)) => {
+                        eprintln!("JetStream consumer: {e}");
+                        continue;
+                    }
+                    None => break,
                 };
                 let t = base.elapsed().as_nanos() as u64;
                 let i = serde_json::from_slice::<Value>(&m.payload)
                     .ok()
                     .and_then(|v| v["n"].as_u64())
                     .unwrap_or(u64::MAX) as usize;
-                if let Some(r) = received.get(i) {
-                    r.store(t, Ordering::Relaxed);
+                // A redelivery keeps the first receipt.
+                if let Some(r) = received.get(i)
+                    && r.compare_exchange(0, t, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
                     left -= 1;
                 }
                 let _ = m.ack().await;
@@ -989,16 +998,12 @@ fn report(cfg: &Config, bver: &Figures, js: Option<&Figures>) {
             }
         );
     };
-    if let Some(l) = lat(Some(bver)) {
+    if lat(Some(bver)).is_some() || lat(js).is_some() {
+        let rate = |l: &Latency| format!("{}/s, {} lost", fmt_count(l.achieved), l.lost);
         println!(
-            "| latency phase: achieved rate, lost | {}/s, {} lost | {} | |",
-            fmt_count(l.achieved),
-            l.lost,
-            cell(lat(js), &|l| format!(
-                "{}/s, {} lost",
-                fmt_count(l.achieved),
-                l.lost
-            )),
+            "| latency phase: achieved rate, lost | {} | {} | |",
+            cell(lat(Some(bver)), &rate),
+            cell(lat(js), &rate),
         );
     }
     rowd("commit → remote apply p50", &|l| {
@@ -1040,7 +1045,7 @@ fn report(cfg: &Config, bver: &Figures, js: Option<&Figures>) {
                 b.map_or(f64::NAN, Throughput::per_second)
             )
         );
-        if a.is_some_and(|t| !t.calls.0.is_empty()) {
+        if a.or(b).is_some_and(|t| !t.calls.0.is_empty()) {
             let q = |t: Option<&Throughput>, q: f64| {
                 t.map_or("–".into(), |t| fmt_latency(t.calls.q(q)))
             };
