@@ -535,7 +535,7 @@ async fn bver(cfg: &Config) -> Figures {
     let mut ops = start_node(
         ops_p,
         &fixture("ops"),
-        subscriber_config(&sites_public, "ops", addr, "live"),
+        subscriber_config(&sites_public, "ops", addr, "oldest"),
     )
     .await;
     let broker = Arc::new(sites.broker.clone());
@@ -543,7 +543,8 @@ async fn bver(cfg: &Config) -> Figures {
     let mut figures = Figures::default();
     let mut channel_events = 0u64;
 
-    // Seed the sites (they flow to `ops` too).
+    // Seed the sites (they flow to `ops` too: it subscribes from the oldest event, since its
+    // subscription may start after this, once its node holds the subscription lease).
     let seed = {
         let (b, p, bytes) = (broker.clone(), principal.clone(), cfg.payload);
         measure(cfg.sites, cfg.tasks, process_cpu, move |i| {
