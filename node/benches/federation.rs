@@ -59,6 +59,10 @@ use bver_node::store::Store;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+/// The same allocator as the `bver` binary (the platforms run in this process).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The local trigger the subscribers emit for each remote event.
 const EMIT: &str = "remote.site_changed";
 
