@@ -607,12 +607,14 @@ fn event_args(p: &Planned, epoch: &Arc<str>) -> [Arg; 14] {
 /// order of their mutations.
 fn firing_args(planned: &[Planned], epoch: &Arc<str>, first: i64) -> Vec<Arg> {
     let mut seq = first;
-    let mut out = Vec::new();
+    let fired = planned.iter().map(|p| p.fired.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(fired * 14);
     for p in planned {
         for name in &p.fired {
             let mut args = event_args(p, epoch);
             args[0] = Arg::Int(seq);
-            args[2] = Arg::Text(name.clone());
+            // Shared, so that the chunks bound from this list are copied by reference count.
+            args[2] = Arg::Shared(Arc::from(name.as_str()));
             out.extend(args);
             seq += 1;
         }
