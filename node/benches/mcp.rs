@@ -19,6 +19,10 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
+/// The same allocator as the `bver` binary (the node runs in this process).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SCOPES: &str = "refs:site:read refs:site:create refs:site:update";
 
 fn domain_dir() -> std::path::PathBuf {

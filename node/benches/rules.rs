@@ -17,6 +17,10 @@ use bver_node::domain::{self, Domain};
 use bver_node::store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
+/// The same allocator as the `bver` binary (the node runs in this process).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RULES: [&str; 10] = [
     "load <= rating * 1.2",
     "min_kv < max_kv",

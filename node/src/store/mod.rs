@@ -267,7 +267,16 @@ impl Store {
     }
 
     /// Commit one mutation (group-committed with others) and return its new version.
-    pub async fn mutate(&self, mutation: Mutation) -> Result<Committed, BverError> {
+    ///
+    /// A create's value and kind do not depend on the stored state, so its validator (schema
+    /// and rules) runs here, in the caller's task, in parallel with other callers; every
+    /// other change is validated by the writer, against the state it changes.
+    pub async fn mutate(&self, mut mutation: Mutation) -> Result<Committed, BverError> {
+        if let Change::Create { kind, value } = &mutation.change
+            && let Some(validate) = mutation.validator.take()
+        {
+            validate(kind.as_deref(), value).map_err(|e| e.with_ref(mutation.key.to_string()))?;
+        }
         let (reply, answer) = oneshot::channel();
         self.inner
             .writes
