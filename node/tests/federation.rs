@@ -249,6 +249,26 @@ impl Node {
         }
     }
 
+    /// The line of metric family `name` in the node's `/metrics` (the first series), and
+    /// the whole text for failure messages.
+    async fn metric(&self, c: &reqwest::Client, name: &str) -> (String, String) {
+        let metrics = c
+            .get(format!("{}/metrics", self.http))
+            .bearer_auth(self.token("metrics:read"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+            .to_owned();
+        (line, metrics)
+    }
+
     fn token(&self, scopes: &str) -> String {
         bver(&[
             "token",
@@ -460,19 +480,7 @@ async fn subscribe_replay_and_restarts_lose_nothing_and_apply_once_in_order() {
     let listed: Value =
         serde_json::from_str(&bver(&["subscriptions", "--data", ops.data(), "--json"])).unwrap();
     assert_eq!(listed["running"], true);
-    let metrics = c
-        .get(format!("{}/metrics", ops.http))
-        .bearer_auth(ops.token("metrics:read"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("bver_eager_subscription_seq{"))
-        .unwrap_or_else(|| panic!("no subscription gauge in:\n{metrics}"));
+    let (line, metrics) = ops.metric(&c, "bver_eager_subscription_seq").await;
     assert!(line.ends_with(" 300"), "{line}");
     assert!(metrics.contains("bver_eager_subscription_connected{"));
 
@@ -740,19 +748,7 @@ async fn one_process_of_a_postgres_platform_runs_the_subscriptions_and_another_t
     ops1.wait_runner(true, Duration::from_secs(3));
     writer.await.unwrap();
     ops1.wait_seq(SUB, 200, Duration::from_secs(20));
-    let metrics = c
-        .get(format!("{}/metrics", ops1.http))
-        .bearer_auth(ops1.token("metrics:read"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("bver_eager_subscription_runner{"))
-        .unwrap_or_else(|| panic!("no runner gauge in:\n{metrics}"));
+    let (line, _) = ops1.metric(&c, "bver_eager_subscription_runner").await;
     assert!(line.ends_with(" 1"), "{line}");
 
     ops1.stop();
@@ -985,4 +981,85 @@ async fn a_link_cut_and_restored_resumes_without_loss() {
     let want: Vec<(u64, String)> = (1..=40u64).map(|n| (2 * n, format!("s{n}"))).collect();
     assert_eq!(got, want);
     drop(netns);
+}
+
+/// `bver grant issue --json` and `bver token issue --json` share one signer: each prints its
+/// own field with the claims, a grant's audience and issuer are the platform and its scopes
+/// are the channels and namespaces asked for.
+#[test]
+fn grant_and_token_issue_print_their_json() {
+    let node = Node::new("sites", "sites", "127.0.0.1");
+    let grant: Value = serde_json::from_str(&bver(&[
+        "grant",
+        "issue",
+        "--data",
+        node.data(),
+        "--sub",
+        "ops",
+        "--channel",
+        "site-changes",
+        "--namespace",
+        "sites",
+        "--ttl",
+        "1h",
+        "--json",
+    ]))
+    .unwrap();
+    assert!(
+        grant["grant"]
+            .as_str()
+            .is_some_and(|g| g.split('.').count() == 3),
+        "{grant}"
+    );
+    let claims = &grant["claims"];
+    assert_eq!(
+        (claims["iss"].as_str(), claims["aud"].as_str()),
+        (Some("sites"), Some("sites")),
+        "{grant}"
+    );
+    assert_eq!(claims["sub"], "ops", "{grant}");
+    let scope = claims["scope"]
+        .as_str()
+        .or(claims["scopes"].as_str())
+        .unwrap_or_default();
+    assert!(
+        scope.contains("eager:subscribe:site-changes") && scope.contains("eager:resolve:sites"),
+        "{grant}"
+    );
+    let exp = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert_eq!(exp, 3600, "{grant}");
+
+    let token: Value = serde_json::from_str(&bver(&[
+        "token",
+        "issue",
+        "--data",
+        node.data(),
+        "--sub",
+        "admin",
+        "--scope",
+        "metrics:read",
+        "--json",
+    ]))
+    .unwrap();
+    assert!(token["token"].as_str().is_some(), "{token}");
+    assert!(token.get("grant").is_none(), "{token}");
+    assert_eq!(token["claims"]["sub"], "admin", "{token}");
+
+    let out = Command::new(bin())
+        .args([
+            "grant",
+            "issue",
+            "--data",
+            node.data(),
+            "--sub",
+            "ops",
+            "--channel",
+            "c",
+            "--ttl",
+            "soon",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl `soon`"));
 }

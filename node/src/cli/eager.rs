@@ -8,20 +8,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use bver_auth::{Issuer, ScopeSet};
+use bver_auth::ScopeSet;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use super::token::{fail, sign_and_print};
 use crate::datadir::DataDir;
 use crate::federation::config::{parse_fingerprint, read_peers_file, write_peers_file};
 use crate::federation::{PeerEntry, fingerprint_hex, status_path};
-
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("bver: {message}");
-    ExitCode::from(2)
-}
 
 /// `bver node ...`.
 #[derive(Debug, Args)]
@@ -384,28 +379,16 @@ fn grant_issue(a: GrantIssueArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(format!("scopes: {e}")),
     };
-    let ttl: Duration = match humantime::parse_duration(&a.ttl) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("--ttl `{}`: {e}", a.ttl)),
-    };
-    let now = bver_auth::unix_now();
-    let keys = match data.key_set(now) {
-        Ok((k, _)) => k,
-        Err(e) => return fail(e.message),
-    };
     // A grant: issuer and audience are this platform, the subject the subscriber platform.
-    let issuer = Issuer::ed25519(platform.clone(), platform, keys.current());
-    match issuer.issue(&a.sub, &scopes, ttl, now) {
-        Ok(t) if a.json => {
-            println!("{}", json!({ "grant": t.token, "claims": t.claims }));
-            ExitCode::SUCCESS
-        }
-        Ok(t) => {
-            println!("{}", t.token);
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
+    let json_field = a.json.then_some("grant");
+    sign_and_print(
+        &data,
+        (platform.clone(), platform),
+        &a.sub,
+        &scopes,
+        &a.ttl,
+        json_field,
+    )
 }
 
 pub(crate) fn run_subscriptions(a: SubscriptionsArgs) -> ExitCode {

@@ -89,7 +89,7 @@ struct RotateArgs {
     keep: String,
 }
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
+pub(super) fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("bver: {message}");
     ExitCode::from(2)
 }
@@ -136,27 +136,45 @@ fn issue(a: IssueArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(format!("--scope: {e}")),
     };
-    let ttl: Duration = match humantime::parse_duration(&a.ttl) {
+    let audience = a.audience.unwrap_or(default_audience);
+    let json_field = a.json.then_some("token");
+    sign_and_print(
+        &data,
+        (platform, audience),
+        &a.sub,
+        &scopes,
+        &a.ttl,
+        json_field,
+    )
+}
+
+/// Sign a token for `sub` with the data directory's current platform key, valid for `ttl`,
+/// and print it; with `json_field`, print `{field: token, "claims": ...}` instead. Shared by
+/// `bver token issue` and `bver grant issue` (a grant is a token whose audience is this
+/// platform and whose subject is the subscriber platform).
+pub(super) fn sign_and_print(
+    data: &DataDir,
+    (issuer, audience): (String, String),
+    sub: &str,
+    scopes: &ScopeSet,
+    ttl: &str,
+    json_field: Option<&str>,
+) -> ExitCode {
+    let ttl: Duration = match humantime::parse_duration(ttl) {
         Ok(t) => t,
-        Err(e) => return fail(format!("--ttl `{}`: {e}", a.ttl)),
+        Err(e) => return fail(format!("--ttl `{ttl}`: {e}")),
     };
     let now = bver_auth::unix_now();
     let keys = match data.key_set(now) {
         Ok((k, _)) => k,
         Err(e) => return fail(e.message),
     };
-    let issuer = Issuer::ed25519(
-        platform,
-        a.audience.unwrap_or(default_audience),
-        keys.current(),
-    );
-    match issuer.issue(&a.sub, &scopes, ttl, now) {
-        Ok(t) if a.json => {
-            println!("{}", json!({ "token": t.token, "claims": t.claims }));
-            ExitCode::SUCCESS
-        }
+    match Issuer::ed25519(issuer, audience, keys.current()).issue(sub, scopes, ttl, now) {
         Ok(t) => {
-            println!("{}", t.token);
+            match json_field {
+                Some(field) => println!("{}", json!({ field: t.token, "claims": t.claims })),
+                None => println!("{}", t.token),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),

@@ -242,7 +242,7 @@ struct RowTexts {
 
 /// The distinct texts of one batch.
 #[derive(Default)]
-struct Texts(HashMap<String, Arc<str>>);
+struct Texts(HashSet<Arc<str>>);
 
 impl Texts {
     fn get(&mut self, s: &str) -> Arc<str> {
@@ -250,7 +250,7 @@ impl Texts {
             return Arc::clone(t);
         }
         let t: Arc<str> = Arc::from(s);
-        self.0.insert(s.to_owned(), Arc::clone(&t));
+        self.0.insert(Arc::clone(&t));
         t
     }
 
