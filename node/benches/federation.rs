@@ -466,6 +466,29 @@ fn record_heads(store: &Store, base: Instant) -> (tokio::task::JoinHandle<()>, H
 }
 
 /// Throughput phase: `ops` calls of `op(i)` from `tasks` concurrent tasks.
+/// Create `n` sites `{prefix}{i}` with `bytes`-byte values through `broker` from `tasks`
+/// concurrent callers: a durable create each, measured.
+async fn create_sites(
+    broker: &Arc<Broker>,
+    principal: &Arc<Principal>,
+    prefix: &'static str,
+    n: usize,
+    tasks: usize,
+    bytes: usize,
+) -> Throughput {
+    let (b, p) = (broker.clone(), principal.clone());
+    measure(n, tasks, process_cpu, move |i| {
+        let (b, p) = (b.clone(), p.clone());
+        async move {
+            let input = json!({ "id": format!("{prefix}{i}"), "value": value_of(i as u64, bytes) });
+            if let Err(e) = b.invoke(&p, Call::new("refs.site.create", input)).await {
+                panic!("create {prefix}{i}: {e}");
+            }
+        }
+    })
+    .await
+}
+
 async fn measure<F, Fut>(
     ops: usize,
     tasks: usize,
@@ -549,24 +572,7 @@ async fn bver(cfg: &Config) -> Figures {
 
     // Seed the sites (they flow to `ops` too: it subscribes from the oldest event, since its
     // subscription may start after this, once its node holds the subscription lease).
-    let seed = {
-        let (b, p, bytes) = (broker.clone(), principal.clone(), cfg.payload);
-        measure(cfg.sites, cfg.tasks, process_cpu, move |i| {
-            let (b, p) = (b.clone(), p.clone());
-            async move {
-                b.invoke(
-                    &p,
-                    Call::new(
-                        "refs.site.create",
-                        json!({ "id": format!("s{i}"), "value": value_of(i as u64, bytes) }),
-                    ),
-                )
-                .await
-                .expect("seed create");
-            }
-        })
-        .await
-    };
+    let seed = create_sites(&broker, &principal, "s", cfg.sites, cfg.tasks, cfg.payload).await;
     channel_events += seed.ops as u64;
     assert!(
         wait_applied(&ops, channel_events, Duration::from_secs(60)).await,
@@ -582,6 +588,7 @@ async fn bver(cfg: &Config) -> Figures {
     let cpu0 = process_cpu();
     let elapsed = {
         let (sites_n, slots) = (cfg.sites, slots.clone());
+        let (broker, principal) = (broker.clone(), principal.clone());
         paced(cfg.rate, n, move |i| {
             let (b, p, s) = (broker.clone(), principal.clone(), slots.clone());
             s.call[i].store(s.now(), Ordering::Relaxed);
@@ -673,28 +680,7 @@ async fn bver(cfg: &Config) -> Figures {
 
     // 2. Durable publish: creates from many callers.
     eprintln!("BVER: durable publish, {} creates", cfg.writes);
-    let publish = {
-        let (b, p, bytes) = (
-            Arc::new(sites.broker.clone()),
-            Arc::new(writer()),
-            cfg.payload,
-        );
-        measure(cfg.writes, cfg.tasks, process_cpu, move |i| {
-            let (b, p) = (b.clone(), p.clone());
-            async move {
-                b.invoke(
-                    &p,
-                    Call::new(
-                        "refs.site.create",
-                        json!({ "id": format!("w{i}"), "value": value_of(i as u64, bytes) }),
-                    ),
-                )
-                .await
-                .expect("create");
-            }
-        })
-        .await
-    };
+    let publish = create_sites(&broker, &principal, "w", cfg.writes, cfg.tasks, cfg.payload).await;
     channel_events += publish.ops as u64;
     figures.publish = Some(publish);
 
