@@ -8,8 +8,8 @@
 //! #   --tasks 128 --payload 256 --nats 127.0.0.1:4222 (or "skip") --only bver|jetstream
 //! ```
 //!
-//! Everything on the path is real: SQLite files in a temporary directory (WAL,
-//! `synchronous=FULL`), the broker (input schema, scopes, trigger hooks), the outbox read by
+//! Everything on the path is real: SQLite files in a temporary directory (WAL, fsynced before
+//! each answer), the broker (input schema, scopes, trigger hooks), the outbox read by
 //! the EAGER publisher with values, signed batches, pinned mutual TLS 1.3 over QUIC on
 //! loopback, verification of every event, and the subscriber's effectively-once apply (a
 //! local trigger event per remote event and the cursor, one durable transaction per batch).

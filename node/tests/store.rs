@@ -239,6 +239,24 @@ both_backends! {
         }
     }
 
+    async fn two_stores_on_one_database_patch_on_each_others_writes(db) {
+        // Each store's writer knows the states it wrote (its cache); a write through the other
+        // store must make it look again, or a patch would apply to a stale value.
+        let a = db.open().await;
+        let b = db.open().await;
+        let key = site("shared-patches");
+        write(&a, &key, Change::Create { kind: None, value: json!({"a": 0, "b": 0}) }).await;
+        for i in 1..=20u64 {
+            let ca = write(&a, &key, Change::MergePatch(json!({"a": i}))).await;
+            assert_eq!(ca.value, json!({"a": i, "b": i - 1}), "a patched b's latest write");
+            let cb = write(&b, &key, Change::MergePatch(json!({"b": i}))).await;
+            assert_eq!(cb.value, json!({"a": i, "b": i}), "b patched a's latest write");
+            assert_eq!(cb.version, ca.version + 1);
+        }
+        let hist = b.history(&key, None, 1000).await.expect("history");
+        assert_eq!(hist.items.len(), 41);
+    }
+
     async fn a_follower_never_skips_an_event_that_commits_late(db) {
         // Several writers in two stores commit concurrently while a follower reads the outbox
         // with `seq > cursor`. Every event must be seen exactly once, in sequence order.

@@ -12,8 +12,9 @@
 //!   cache that every write refreshes);
 //! - **get**: the same reads on PostgreSQL, where the cache is disabled by design.
 //!
-//! Durability is the store's default: SQLite in WAL mode with `synchronous=FULL`, PostgreSQL
-//! with `synchronous_commit=on`; every caller is answered after its group commit is durable.
+//! Durability is the store's default: SQLite in WAL mode, the WAL fsynced before a caller is
+//! answered; PostgreSQL with `synchronous_commit=on`. Every caller is answered after its group
+//! commit is durable.
 //!
 //! Each figure has its throughput, p50 and p99 latency per call, and the CPU time the benchmark
 //! process used per operation (all threads; on PostgreSQL the server's own CPU is not in it).

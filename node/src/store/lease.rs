@@ -91,6 +91,7 @@ impl Store {
             Backend::Postgres { pool } => run!(pool),
         }
         .map_err(store_err)?;
+        self.inner.backend.durable().await.map_err(store_err)?;
         if let Some((generation, expires_in_ms)) = taken {
             return Ok(Lease {
                 name: name.to_owned(),
@@ -128,11 +129,13 @@ impl Store {
                     .map(|r| r.rows_affected() > 0)
             };
         }
-        match &self.inner.backend {
+        let released = match &self.inner.backend {
             Backend::Sqlite { write, .. } => run!(write),
             Backend::Postgres { pool } => run!(pool),
         }
-        .map_err(store_err)
+        .map_err(store_err)?;
+        self.inner.backend.durable().await.map_err(store_err)?;
+        Ok(released)
     }
 
     /// Lease `name` as the database has it (`held` is always false: this is an observer's

@@ -5,8 +5,9 @@
 //! with a dense per-platform sequence number. Writes go through one group-commit writer per
 //! process ([`writer`]); reads go to a read pool, through an in-process cache ([`cache`]).
 //!
-//! Durability: SQLite runs in WAL mode with `synchronous=FULL`; PostgreSQL with
-//! `synchronous_commit=on`. A caller is answered only after its commit is durable.
+//! Durability: SQLite runs in WAL mode, its commits made durable by an fsync of the WAL that
+//! several commits share ([`wal`]); PostgreSQL with `synchronous_commit=on`. A caller is
+//! answered only after its commit is durable.
 //!
 //! **Architecture Invariant:** the store applies changes, checks versions and keeps history;
 //! it knows nothing of scopes or operations. Only the operation broker calls its write path.
@@ -15,6 +16,7 @@ mod cache;
 mod schema;
 mod sql;
 mod types;
+mod wal;
 mod writer;
 
 use std::path::Path;
@@ -38,6 +40,7 @@ pub use types::{
 
 use cache::ReadCache;
 use sql::{Dialect, i64_of};
+use wal::WalSync;
 use writer::{WriteReq, Writer};
 
 /// Tuning of a store.
@@ -66,11 +69,31 @@ impl Default for StoreOptions {
 
 #[derive(Clone)]
 pub(crate) enum Backend {
-    Sqlite { write: SqlitePool, read: SqlitePool },
-    Postgres { pool: PgPool },
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+        /// The write connection commits without an fsync; this makes its commits durable.
+        wal: WalSync,
+    },
+    Postgres {
+        pool: PgPool,
+    },
 }
 
 impl Backend {
+    /// Wait until every commit made on the write connection before this call is durable
+    /// (SQLite: the WAL's fsync, shared with other commits; PostgreSQL: already, at commit).
+    /// Every write outside the writer calls it after its commit, before it reports success.
+    async fn durable(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite { wal, .. } => wal
+                .sync()
+                .await
+                .map_err(|e| sqlx::Error::Io(std::io::Error::new(e.kind(), e.to_string()))),
+            Self::Postgres { .. } => Ok(()),
+        }
+    }
+
     fn dialect(&self) -> Dialect {
         match self {
             Self::Sqlite { .. } => Dialect::Sqlite,
@@ -153,6 +176,7 @@ impl Store {
         // memory rather than spill to a temporary file. Neither changes durability.
         let write_connect = connect
             .clone()
+            .synchronous(SqliteSynchronous::Normal)
             .pragma(
                 "wal_autocheckpoint",
                 WRITER_AUTOCHECKPOINT_PAGES.to_string(),
@@ -176,7 +200,8 @@ impl Store {
             .await
             .map_err(|e| open_error(&e, &path.display().to_string()))?;
         migrate_sqlite(&write).await.map_err(store_err)?;
-        let store = Self::start(Backend::Sqlite { write, read }, options).await?;
+        let wal = WalSync::start(path);
+        let store = Self::start(Backend::Sqlite { write, read, wal }, options).await?;
         tokio::spawn(checkpoint_sqlite(checkpointer, store.subscribe_seq()));
         Ok(store)
     }
@@ -207,6 +232,8 @@ impl Store {
 
     async fn start(backend: Backend, options: StoreOptions) -> Result<Self, BverError> {
         let epoch = ensure_epoch(&backend).await.map_err(store_err)?;
+        // The migrations and the epoch, durable before anything depends on them.
+        backend.durable().await.map_err(store_err)?;
         let last = with_reader!(&backend, |conn| {
             sqlx::query("SELECT value FROM bver_outbox_seq WHERE id = 1")
                 .fetch_one(conn)
@@ -226,6 +253,10 @@ impl Store {
             max_batch: options.max_batch.max(1),
             last_seq: seq_tx.clone(),
             statements: sql::Statements::new(backend.dialect()),
+            recent: Default::default(),
+            batch_no: 0,
+            synced: Default::default(),
+            data_version: writer::UNKNOWN_DATA_VERSION.into(),
         };
         tokio::spawn(writer.run(rx));
         Ok(Self {
@@ -401,7 +432,7 @@ impl Store {
             ""
         };
         let sql = format!(
-            "SELECT {} FROM bver_refs WHERE namespace = $1 AND repo = $2 AND deleted = $3 AND id > $4{kind_clause} \
+            "SELECT {} FROM bver_current WHERE namespace = $1 AND repo = $2 AND deleted = $3 AND id > $4{kind_clause} \
              ORDER BY id LIMIT {}",
             sql::CURRENT_COLUMNS,
             limit + 1
@@ -558,7 +589,7 @@ async fn checkpoint_sqlite(mut conn: SqliteConnection, mut commits: watch::Recei
 
 fn const_format_current() -> String {
     format!(
-        "SELECT {} FROM bver_refs WHERE namespace = $1 AND repo = $2 AND id = $3",
+        "SELECT {} FROM bver_current WHERE namespace = $1 AND repo = $2 AND id = $3",
         sql::CURRENT_COLUMNS
     )
 }

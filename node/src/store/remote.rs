@@ -420,6 +420,7 @@ impl Store {
                             &local_epoch
                         )?;
                         tx.commit().await?;
+                        self.inner.backend.durable().await?;
                         Ok::<_, sqlx::Error>(out)
                     }
                     .await
@@ -510,6 +511,7 @@ impl Store {
             Backend::Sqlite { write, .. } => put!(write),
             Backend::Postgres { pool } => put!(pool),
         }
-        .map_err(store_err)
+        .map_err(store_err)?;
+        self.inner.backend.durable().await.map_err(store_err)
     }
 }

@@ -20,16 +20,6 @@ pub(crate) enum Dialect {
     Postgres,
 }
 
-impl Dialect {
-    /// The row-lock suffix for a `SELECT` whose rows the transaction will update.
-    pub(crate) fn for_update(self) -> &'static str {
-        match self {
-            Self::Sqlite => "",
-            Self::Postgres => " FOR UPDATE",
-        }
-    }
-}
-
 /// One bind argument.
 #[derive(Debug, Clone)]
 pub(crate) enum Arg {
@@ -133,12 +123,14 @@ pub(crate) fn chunks(mut n: usize) -> Vec<usize> {
 pub(crate) enum Stmt {
     /// Stored idempotency records of `(principal, key)` pairs.
     ReadIdempotency,
-    /// Current rows of `(namespace, repo, id)` keys, locked on PostgreSQL.
+    /// Current rows of `(namespace, repo, id)` keys.
     ReadCurrent,
+    /// PostgreSQL only: lock the reference rows of `(namespace, repo, id)` keys.
+    LockRefs,
     /// SQLite only: the outbox counter and the versions of `(namespace, repo, id, position)`
     /// keys, as one JSON text of `[position, version]` pairs (keys that do not exist are absent).
     ReadVersions,
-    /// Upsert of current rows ([`CURRENT_COLUMNS`]).
+    /// Upsert of reference rows ([`REF_COLUMNS`]), for the references whose lifecycle changed.
     UpsertCurrent,
     /// Insert of version snapshots ([`VERSION_COLUMNS`]).
     InsertVersions,
@@ -147,15 +139,16 @@ pub(crate) enum Stmt {
     /// Insert of idempotency records.
     InsertIdempotency,
     /// SQLite only: a whole batch's writes in one round trip, padded (see `padded_chunks`):
-    /// upsert of current rows, insert of versions, insert of events (each `WHERE column1 IS
+    /// upsert of reference rows, insert of versions, insert of events (each `WHERE column1 IS
     /// NOT NULL`, which drops the padding rows), and the outbox counter set to its new value.
     SqliteWrite,
 }
 
 impl Stmt {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::ReadIdempotency,
         Self::ReadCurrent,
+        Self::LockRefs,
         Self::ReadVersions,
         Self::UpsertCurrent,
         Self::InsertVersions,
@@ -168,12 +161,12 @@ impl Stmt {
     pub(crate) fn columns(self) -> usize {
         match self {
             Self::ReadIdempotency => 2,
-            Self::ReadCurrent => 3,
+            Self::ReadCurrent | Self::LockRefs => 3,
             Self::ReadVersions => 4,
-            Self::UpsertCurrent => 9,
+            Self::UpsertCurrent => REF_COLUMN_COUNT,
             Self::InsertVersions | Self::InsertEvents => 14,
             Self::InsertIdempotency => 5,
-            Self::SqliteWrite => 9 + 14 + 14,
+            Self::SqliteWrite => REF_COLUMN_COUNT + 14 + 14,
         }
     }
 
@@ -195,24 +188,28 @@ impl Stmt {
                 "SELECT (SELECT value FROM bver_outbox_seq WHERE id = 1), \
                  json_group_array(json_array(r.namespace, r.repo, r.id, r.kind, json(r.value), \
                  r.version, r.deleted, r.created_at, r.updated_at)) \
-                 FROM (VALUES {values}) AS k CROSS JOIN bver_refs AS r \
+                 FROM (VALUES {values}) AS k CROSS JOIN bver_current AS r \
                  ON r.namespace = k.column1 AND r.repo = k.column2 AND r.id = k.column3"
             ),
             Self::ReadCurrent => format!(
-                "SELECT {CURRENT_COLUMNS} FROM bver_refs WHERE (namespace, repo, id) IN (VALUES {values}){}",
-                dialect.for_update()
+                "SELECT {CURRENT_COLUMNS} FROM bver_current WHERE (namespace, repo, id) IN (VALUES {values})"
+            ),
+            // PostgreSQL: lock the references' rows (every writer of a reference locks its row
+            // first), in a statement of its own so that the read after it, with a snapshot of
+            // its own, sees what a writer that held the lock committed.
+            Self::LockRefs => format!(
+                "SELECT 1 FROM bver_refs WHERE (namespace, repo, id) IN (VALUES {values}) FOR UPDATE"
             ),
             Self::ReadVersions => format!(
                 "SELECT (SELECT value FROM bver_outbox_seq WHERE id = 1), \
                  json_group_array(json_array(k.column4, r.version)) \
-                 FROM (VALUES {values}) AS k CROSS JOIN bver_refs AS r \
+                 FROM (VALUES {values}) AS k CROSS JOIN bver_current AS r \
                  ON r.namespace = k.column1 AND r.repo = k.column2 AND r.id = k.column3"
             ),
             Self::UpsertCurrent => format!(
-                "INSERT INTO bver_refs ({CURRENT_COLUMNS}) VALUES {values} \
+                "INSERT INTO bver_refs ({REF_COLUMNS}) VALUES {values} \
                  ON CONFLICT (namespace, repo, id) DO UPDATE SET \
-                 kind = excluded.kind, value = excluded.value, version = excluded.version, \
-                 deleted = excluded.deleted, updated_at = excluded.updated_at"
+                 kind = excluded.kind, deleted = excluded.deleted"
             ),
             Self::InsertVersions => {
                 format!("INSERT INTO bver_versions ({VERSION_COLUMNS}) VALUES {values}")
@@ -225,13 +222,12 @@ impl Stmt {
                  VALUES {values}"
             ),
             Self::SqliteWrite => {
-                let refs = placeholders(dialect, rows, 9);
+                let refs = placeholders(dialect, rows, REF_COLUMN_COUNT);
                 let versions = placeholders(dialect, rows, 14);
                 format!(
-                    "INSERT INTO bver_refs ({CURRENT_COLUMNS}) SELECT * FROM (VALUES {refs}) \
+                    "INSERT INTO bver_refs ({REF_COLUMNS}) SELECT * FROM (VALUES {refs}) \
                      WHERE column1 IS NOT NULL ON CONFLICT (namespace, repo, id) DO UPDATE SET \
-                     kind = excluded.kind, value = excluded.value, version = excluded.version, \
-                     deleted = excluded.deleted, updated_at = excluded.updated_at; \
+                     kind = excluded.kind, deleted = excluded.deleted; \
                      INSERT INTO bver_versions ({VERSION_COLUMNS}) SELECT * FROM (VALUES {versions}) \
                      WHERE column1 IS NOT NULL; \
                      INSERT INTO bver_events ({EVENT_COLUMNS}) SELECT * FROM (VALUES {versions}) \
@@ -254,7 +250,9 @@ impl Statements {
     pub(crate) fn new(dialect: Dialect) -> Self {
         let mut texts = HashMap::new();
         for stmt in Stmt::ALL {
-            if matches!(stmt, Stmt::SqliteWrite | Stmt::ReadVersions) && dialect != Dialect::Sqlite
+            let sqlite_only = matches!(stmt, Stmt::SqliteWrite | Stmt::ReadVersions);
+            if (sqlite_only && dialect != Dialect::Sqlite)
+                || (stmt == Stmt::LockRefs && dialect != Dialect::Postgres)
             {
                 continue;
             }
@@ -294,8 +292,14 @@ fn json_of(text: &str) -> Result<Value, sqlx::Error> {
     serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
+/// The columns of the `bver_current` view (a reference's row joined with its newest version).
 pub(crate) const CURRENT_COLUMNS: &str =
     "namespace, repo, id, kind, value, version, deleted, created_at, updated_at";
+
+/// The columns of `bver_refs`: what changes only with a reference's lifecycle (created,
+/// deleted, restored, kind changed), not with a patch or a replace.
+pub(crate) const REF_COLUMNS: &str = "namespace, repo, id, kind, deleted, created_at";
+pub(crate) const REF_COLUMN_COUNT: usize = 6;
 
 pub(crate) fn current_of<R: Row>(row: &R) -> Result<Current, sqlx::Error>
 where

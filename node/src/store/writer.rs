@@ -23,6 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bver_contracts::{BverError, ErrorCode, Phase};
@@ -49,6 +50,74 @@ pub(crate) struct Writer {
     pub(crate) last_seq: watch::Sender<u64>,
     /// The multi-row statements for this backend, built once.
     pub(crate) statements: Statements,
+    /// SQLite: the states of this writer's commits that still wait for their fsync (with the
+    /// batch number), which the read cache learns only after it. Newer than the cache.
+    pub(crate) recent: HashMap<RefKey, (u64, Arc<Current>)>,
+    /// The number of the last batch committed, and of the last one made durable.
+    pub(crate) batch_no: u64,
+    pub(crate) synced: Arc<AtomicU64>,
+    /// See [`Known::data_version`].
+    pub(crate) data_version: AtomicI64,
+}
+
+/// The writer's view of current states: its own commits still waiting for their fsync, then
+/// the read cache.
+struct Known<'a> {
+    recent: &'a HashMap<RefKey, (u64, Arc<Current>)>,
+    cache: &'a ReadCache,
+    /// SQLite's `data_version` of the write connection when its last batch began
+    /// ([`UNKNOWN_DATA_VERSION`] after a failed batch). If a batch finds it unchanged, no
+    /// other connection has committed since, so this view is the database's state.
+    data_version: &'a AtomicI64,
+}
+
+/// No batch has read `data_version` yet, or the last one failed.
+pub(crate) const UNKNOWN_DATA_VERSION: i64 = i64::MIN;
+
+/// SQLite: the outbox counter, and whether another connection (another process) committed
+/// since this connection's last transaction.
+const READ_HEAD: &str = "SELECT (SELECT value FROM bver_outbox_seq WHERE id = 1), \
+     (SELECT data_version FROM pragma_data_version())";
+
+impl Known<'_> {
+    fn get(&self, key: &RefKey) -> Option<Arc<Current>> {
+        match self.recent.get(key) {
+            Some((_, c)) => Some(Arc::clone(c)),
+            None => self.cache.get(key),
+        }
+    }
+}
+
+/// Callers waiting for the answer of one batch.
+type Replies = Vec<(
+    oneshot::Sender<Result<Committed, BverError>>,
+    Result<Committed, BverError>,
+)>;
+
+/// After a commit is durable: the read cache learns the new states, the outbox head moves, and
+/// the callers are answered, in that order (a caller that reads right after its answer sees
+/// its own write).
+fn finish(
+    cache: Option<&ReadCache>,
+    head: &watch::Sender<u64>,
+    states: Vec<Arc<Current>>,
+    last_seq: Option<u64>,
+    replies: Replies,
+) {
+    if let Some(cache) = cache {
+        cache.committed(states);
+    }
+    if let Some(seq) = last_seq {
+        // Federation appends events too (`Store::apply_remote`): never move back.
+        head.send_if_modified(|v| {
+            let moved = seq > *v;
+            *v = (*v).max(seq);
+            moved
+        });
+    }
+    for (reply, result) in replies {
+        let _ = reply.send(result);
+    }
 }
 
 /// How many scheduler yields the writer waits for more callers while each one brings more.
@@ -71,7 +140,7 @@ fn drain(rx: &mut mpsc::Receiver<WriteReq>, batch: &mut Vec<WriteReq>, max: usiz
 const MAX_ATTEMPTS: usize = 8;
 
 impl Writer {
-    pub(crate) async fn run(self, mut rx: mpsc::Receiver<WriteReq>) {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<WriteReq>) {
         let mut batch: Vec<WriteReq> = Vec::with_capacity(self.max_batch);
         while let Some(first) = rx.recv().await {
             batch.push(first);
@@ -93,7 +162,11 @@ impl Writer {
         }
     }
 
-    async fn commit_batch(&self, batch: &mut Vec<WriteReq>) {
+    async fn commit_batch(&mut self, batch: &mut Vec<WriteReq>) {
+        if !self.recent.is_empty() {
+            let synced = self.synced.load(Ordering::Acquire);
+            self.recent.retain(|_, (no, _)| *no > synced);
+        }
         let mutations: Vec<&Mutation> = batch.iter().map(|r| &r.mutation).collect();
         let mut attempt = 0;
         let outcome = loop {
@@ -117,19 +190,42 @@ impl Writer {
                 states,
                 last_seq,
             }) => {
-                if let Some(cache) = &self.cache {
-                    cache.committed(states);
-                }
-                if let Some(seq) = last_seq {
-                    // Federation appends events too (`Store::apply_remote`): never move back.
-                    self.last_seq.send_if_modified(|v| {
-                        let moved = seq > *v;
-                        *v = (*v).max(seq);
-                        moved
-                    });
-                }
-                for (req, result) in batch.drain(..).zip(results) {
-                    let _ = req.reply.send(result);
+                let replies: Replies = batch.drain(..).map(|r| r.reply).zip(results).collect();
+                match &self.backend {
+                    Backend::Sqlite { wal, .. } => {
+                        // Committed, not yet durable: answer after the WAL's fsync (shared
+                        // with the batches committed meanwhile), while the next batch runs.
+                        self.batch_no += 1;
+                        let no = self.batch_no;
+                        for state in &states {
+                            self.recent
+                                .insert(state.key.clone(), (no, Arc::clone(state)));
+                        }
+                        let cache = self.cache.clone();
+                        let head = self.last_seq.clone();
+                        let synced = Arc::clone(&self.synced);
+                        wal.after_sync(move |synced_ok| {
+                            let replies = match synced_ok {
+                                Ok(()) => replies,
+                                Err(e) => {
+                                    let err = unsynced_error(&e);
+                                    replies
+                                        .into_iter()
+                                        .map(|(r, _)| (r, Err(err.clone())))
+                                        .collect()
+                                }
+                            };
+                            finish(cache.as_deref(), &head, states, last_seq, replies);
+                            synced.store(no, Ordering::Release);
+                        });
+                    }
+                    Backend::Postgres { .. } => finish(
+                        self.cache.as_deref(),
+                        &self.last_seq,
+                        states,
+                        last_seq,
+                        replies,
+                    ),
                 }
             }
             Err(e) => {
@@ -145,25 +241,44 @@ impl Writer {
     async fn try_commit(&self, mutations: &[&Mutation]) -> Result<BatchOutcome, sqlx::Error> {
         match &self.backend {
             Backend::Sqlite { write, .. } => {
-                let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                let out = commit_in!(
-                    tx,
-                    sqlx::sqlite::SqliteArguments,
-                    &self.statements,
-                    self.cache.as_deref(),
-                    &self.epoch,
-                    mutations
-                );
-                tx.commit().await?;
-                Ok(out)
+                let result = async {
+                    let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                    let known = self.cache.as_deref().map(|cache| Known {
+                        recent: &self.recent,
+                        cache,
+                        data_version: &self.data_version,
+                    });
+                    let out = commit_in!(
+                        tx,
+                        sqlx::sqlite::SqliteArguments,
+                        &self.statements,
+                        known.as_ref(),
+                        &self.epoch,
+                        mutations
+                    );
+                    tx.commit().await?;
+                    Ok(out)
+                }
+                .await;
+                if result.is_err() {
+                    // Whatever this batch did is rolled back or unknown: check versions again.
+                    self.data_version
+                        .store(UNKNOWN_DATA_VERSION, Ordering::Relaxed);
+                }
+                result
             }
             Backend::Postgres { pool } => {
                 let mut tx = pool.begin().await?;
+                let known = self.cache.as_deref().map(|cache| Known {
+                    recent: &self.recent,
+                    cache,
+                    data_version: &self.data_version,
+                });
                 let out = commit_in!(
                     tx,
                     sqlx::postgres::PgArguments,
                     &self.statements,
-                    self.cache.as_deref(),
+                    known.as_ref(),
                     &self.epoch,
                     mutations
                 );
@@ -178,6 +293,17 @@ struct BatchOutcome {
     results: Vec<Result<Committed, BverError>>,
     states: Vec<Arc<Current>>,
     last_seq: Option<u64>,
+}
+
+/// The answer to callers whose commit is in the database but whose fsync failed: the write
+/// may or may not survive a power loss, and repeating it would apply it twice.
+fn unsynced_error(e: &std::io::Error) -> BverError {
+    BverError::new(
+        ErrorCode::StorageError,
+        Phase::Storage,
+        "the write was committed but the fsync that makes it durable failed; check the storage before repeating it",
+    )
+    .with_details(serde_json::json!({ "reason": e.to_string() }))
 }
 
 pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
@@ -546,18 +672,15 @@ fn apply(
     })
 }
 
-/// The bind arguments of one current row ([`sql::CURRENT_COLUMNS`]).
-fn current_args(c: &Current, value: &Arc<str>, t: &RowTexts) -> [Arg; 9] {
+/// The bind arguments of one reference row ([`sql::REF_COLUMNS`]).
+fn ref_args(c: &Current, t: &RowTexts) -> [Arg; sql::REF_COLUMN_COUNT] {
     [
         Arg::Shared(Arc::clone(&t.namespace)),
         Arg::Shared(Arc::clone(&t.repo)),
         Arg::Shared(Arc::clone(&t.id)),
         Arg::OptText(c.kind.clone()),
-        Arg::Shared(Arc::clone(value)),
-        Arg::Int(i64_of(c.version)),
         Arg::Bool(c.deleted),
         Arg::Int(c.created_at),
-        Arg::Int(c.updated_at),
     ]
 }
 
@@ -637,7 +760,7 @@ fn nulls(n: usize) -> impl Iterator<Item = Arg> {
 macro_rules! commit_in {
     ($tx:ident, $args_ty:ty, $stmts:expr, $cache:expr, $epoch:expr, $mutations:expr) => {{
         let stmts: &Statements = $stmts;
-        let cache: Option<&ReadCache> = $cache;
+        let cache: Option<&Known<'_>> = $cache;
         let sqlite = stmts.dialect() == Dialect::Sqlite;
         let mutations: &[&Mutation] = $mutations;
         let now = now_ms();
@@ -684,6 +807,26 @@ macro_rules! commit_in {
             let to_read: &[&RefKey] = match cache {
                 None => &keys,
                 Some(cache) => {
+                    let head = sqlx::query(READ_HEAD).fetch_one(&mut *$tx).await?;
+                    sqlite_counter = Some(head.try_get(0)?);
+                    let data_version: i64 = head.try_get(1)?;
+                    let unchanged = cache.data_version.swap(data_version, Ordering::Relaxed) == data_version;
+                    // No other connection committed since this writer's last batch: what this
+                    // writer knows is what the database holds; only keys it does not know (new,
+                    // or evicted from the cache) are read.
+                    let keys_to_check: &[&RefKey] = if unchanged { &[] } else { &keys };
+                    if unchanged {
+                        for key in &keys {
+                            match cache.get(key) {
+                                Some(c) => {
+                                    from_cache.insert((*key).clone(), c.version);
+                                    current.insert((*key).clone(), c);
+                                }
+                                None => misses.push(*key),
+                            }
+                        }
+                    }
+                    let keys = keys_to_check;
                     let mut offset = 0;
                     for (rows, size) in sql::padded_chunks(keys.len()) {
                         let start = offset;
@@ -735,6 +878,7 @@ macro_rules! commit_in {
                 let part = &keys[offset..offset + size];
                 offset += size;
                 let args = part.iter().flat_map(|k| key_args(k));
+                query_args!($args_ty, stmts.get(Stmt::LockRefs, size), part.iter().flat_map(|k| key_args(k))).execute(&mut *$tx).await?;
                 for row in query_args!($args_ty, stmts.get(Stmt::ReadCurrent, size), args).fetch_all(&mut *$tx).await? {
                     let c = sql::current_of(&row)?;
                     current.insert(c.key.clone(), Arc::new(c));
@@ -768,14 +912,21 @@ macro_rules! commit_in {
 
         let mut last_seq = None;
         if !planned.is_empty() {
-            // The final state of each changed key, with the value text of its last version.
-            let changed: Vec<(&Current, Arc<str>, RowTexts)> = {
-                let mut seen = HashSet::with_capacity(planned.len());
+            // The final state of each key whose row in `bver_refs` changes: created, deleted,
+            // restored or given another kind in this batch. A patch or a replace only adds a
+            // version (the current value is the newest version's).
+            let changed: Vec<(&Current, RowTexts)> = {
+                let lifecycle: HashSet<&RefKey> = planned
+                    .iter()
+                    .filter(|p| p.committed.change != ChangeType::Updated)
+                    .map(|p| &p.committed.key)
+                    .collect();
+                let mut seen = HashSet::with_capacity(lifecycle.len());
                 planned
                     .iter()
                     .rev()
-                    .filter(|p| seen.insert(&p.committed.key))
-                    .filter_map(|p| current.get(&p.committed.key).map(|c| (&**c, Arc::clone(&p.value_text), p.texts.clone())))
+                    .filter(|p| lifecycle.contains(&p.committed.key) && seen.insert(&p.committed.key))
+                    .filter_map(|p| current.get(&p.committed.key).map(|c| (&**c, p.texts.clone())))
                     .collect()
             };
             let epoch: Arc<str> = Arc::from($epoch.as_str());
@@ -800,8 +951,8 @@ macro_rules! commit_in {
                     done_changed += changed_rows;
                     let args = changed_part
                         .iter()
-                        .flat_map(|(c, value, t)| current_args(c, value, t))
-                        .chain(nulls((size - changed_rows) * 9))
+                        .flat_map(|(c, t)| ref_args(c, t))
+                        .chain(nulls((size - changed_rows) * sql::REF_COLUMN_COUNT))
                         .chain(part.iter().flat_map(version_args))
                         .chain(nulls((size - rows) * 14))
                         .chain(part.iter().flat_map(|p| event_args(p, &epoch)))
@@ -825,12 +976,12 @@ macro_rules! commit_in {
                     last_seq = Some(last as u64);
                 }
             } else {
-                // 5. New current rows.
+                // 5. Reference rows whose lifecycle changed.
                 let mut offset = 0;
                 for size in chunks(changed.len()) {
                     let part = &changed[offset..offset + size];
                     offset += size;
-                    let args = part.iter().flat_map(|(c, value, t)| current_args(c, value, t));
+                    let args = part.iter().flat_map(|(c, t)| ref_args(c, t));
                     query_args!($args_ty, stmts.get(Stmt::UpsertCurrent, size), args).execute(&mut *$tx).await?;
                 }
 
