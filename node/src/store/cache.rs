@@ -97,6 +97,19 @@ impl ReadCache {
         }
     }
 
+    /// Forget every entry: another connection (another process) wrote the database, and any
+    /// entry may be stale. A read that started before fills nothing.
+    pub(crate) fn clear(&self) {
+        self.commits.fetch_add(1, Ordering::AcqRel);
+        for shard in self.shards.iter() {
+            shard
+                .0
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+    }
+
     /// Insert unless the cache holds the same or a newer version; evict if the shard is full.
     fn put_newer(&self, map: &mut HashMap<RefKey, Arc<Current>>, current: Arc<Current>) {
         match map.get_mut(&current.key) {
@@ -144,6 +157,22 @@ mod tests {
         assert!(cache.get(&RefKey::new("n", "r", "b")).is_none());
         cache.committed([state("a", 2)]);
         assert_eq!(cache.get(&key).map(|c| c.version), Some(3));
+    }
+
+    #[test]
+    fn clear_forgets_everything_and_refuses_a_fill_that_started_before() {
+        let cache = ReadCache::new(100);
+        cache.committed([state("a", 1), state("b", 1)]);
+        let before = cache.generation();
+        cache.clear();
+        assert!(cache.get(&RefKey::new("n", "r", "a")).is_none());
+        cache.fill(before, state("a", 1));
+        assert!(cache.get(&RefKey::new("n", "r", "a")).is_none());
+        cache.fill(cache.generation(), state("a", 2));
+        assert_eq!(
+            cache.get(&RefKey::new("n", "r", "a")).map(|c| c.version),
+            Some(2)
+        );
     }
 
     #[test]

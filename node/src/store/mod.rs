@@ -257,6 +257,7 @@ impl Store {
             batch_no: 0,
             synced: Default::default(),
             data_version: writer::UNKNOWN_DATA_VERSION.into(),
+            trusted_from: Default::default(),
         };
         tokio::spawn(writer.run(rx));
         Ok(Self {

@@ -58,6 +58,8 @@ pub(crate) struct Writer {
     pub(crate) synced: Arc<AtomicU64>,
     /// See [`Known::data_version`].
     pub(crate) data_version: AtomicI64,
+    /// See [`Known::trusted_from`].
+    pub(crate) trusted_from: AtomicU64,
 }
 
 /// The writer's view of current states: its own commits still waiting for their fsync, then
@@ -67,8 +69,16 @@ struct Known<'a> {
     cache: &'a ReadCache,
     /// SQLite's `data_version` of the write connection when its last batch began
     /// ([`UNKNOWN_DATA_VERSION`] after a failed batch). If a batch finds it unchanged, no
-    /// other connection has committed since, so this view is the database's state.
+    /// other connection has committed since, so this view is the database's state. If it
+    /// changed, the batch empties the cache and stops trusting `recent` (see `trusted_from`):
+    /// the batch itself checks the versions of its keys, and whatever the writer learns from
+    /// then on is trusted again.
     data_version: &'a AtomicI64,
+    /// Entries of `recent` from batches numbered below this are not trusted: another
+    /// connection committed after them.
+    trusted_from: &'a AtomicU64,
+    /// The number this batch's entries in `recent` will get if it commits.
+    batch_no: u64,
 }
 
 /// No batch has read `data_version` yet, or the last one failed.
@@ -82,9 +92,17 @@ const READ_HEAD: &str = "SELECT (SELECT value FROM bver_outbox_seq WHERE id = 1)
 impl Known<'_> {
     fn get(&self, key: &RefKey) -> Option<Arc<Current>> {
         match self.recent.get(key) {
-            Some((_, c)) => Some(Arc::clone(c)),
-            None => self.cache.get(key),
+            Some((no, c)) if *no >= self.trusted_from.load(Ordering::Relaxed) => {
+                Some(Arc::clone(c))
+            }
+            _ => self.cache.get(key),
         }
+    }
+
+    /// Another connection committed: nothing known so far can be trusted.
+    fn distrust(&self) {
+        self.trusted_from.store(self.batch_no, Ordering::Relaxed);
+        self.cache.clear();
     }
 }
 
@@ -247,6 +265,8 @@ impl Writer {
                         recent: &self.recent,
                         cache,
                         data_version: &self.data_version,
+                        trusted_from: &self.trusted_from,
+                        batch_no: self.batch_no + 1,
                     });
                     let out = commit_in!(
                         tx,
@@ -273,6 +293,8 @@ impl Writer {
                     recent: &self.recent,
                     cache,
                     data_version: &self.data_version,
+                    trusted_from: &self.trusted_from,
+                    batch_no: self.batch_no + 1,
                 });
                 let out = commit_in!(
                     tx,
@@ -811,6 +833,9 @@ macro_rules! commit_in {
                     sqlite_counter = Some(head.try_get(0)?);
                     let data_version: i64 = head.try_get(1)?;
                     let unchanged = cache.data_version.swap(data_version, Ordering::Relaxed) == data_version;
+                    if !unchanged {
+                        cache.distrust();
+                    }
                     // No other connection committed since this writer's last batch: what this
                     // writer knows is what the database holds; only keys it does not know (new,
                     // or evicted from the cache) are read.
