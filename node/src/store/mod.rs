@@ -733,3 +733,83 @@ async fn migrate_postgres(pool: &PgPool) -> Result<(), sqlx::Error> {
         .await?;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written before migration 4 (current value in `bver_refs`) opens with its
+    /// references' current state intact: the newest version's.
+    #[tokio::test]
+    async fn a_database_from_before_migration_4_keeps_its_current_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query(MIGRATIONS_TABLE)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for m in schema::MIGRATIONS.iter().filter(|m| m.version <= 3) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(m.sqlite))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO bver_schema_migrations VALUES ($1, $2, 0)")
+                .bind(m.version)
+                .bind(m.name)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql(
+            "INSERT INTO bver_refs VALUES ('grid', 'site', 'a', 'power', '{\"n\":2}', 2, 0, 10, 20);
+             INSERT INTO bver_versions VALUES ('grid', 'site', 'a', 1, 'power', '{\"n\":1}', 0,
+                 'created', '[]', 'p', 'op', 'r1', NULL, 10);
+             INSERT INTO bver_versions VALUES ('grid', 'site', 'a', 2, 'power', '{\"n\":2}', 0,
+                 'updated', '[]', 'p', 'op', 'r2', NULL, 20);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+
+        let store = Store::open_sqlite(&path, StoreOptions::default())
+            .await
+            .unwrap();
+        let key = RefKey::new("grid", "site", "a");
+        let c = store
+            .get(&key)
+            .await
+            .unwrap()
+            .expect("the reference survives");
+        assert_eq!(
+            (
+                c.version,
+                c.value.clone(),
+                c.kind.as_deref(),
+                c.created_at,
+                c.updated_at
+            ),
+            (2, serde_json::json!({"n": 2}), Some("power"), 10, 20)
+        );
+        let mut m = Mutation::new(
+            key.clone(),
+            Change::MergePatch(serde_json::json!({"m": 1})),
+            Provenance {
+                principal: "p".into(),
+                operation: "op".into(),
+                request_id: "r3".into(),
+            },
+        );
+        m.expected_version = Some(2);
+        let next = store.mutate(m).await.unwrap();
+        assert_eq!(
+            (next.version, next.value),
+            (3, serde_json::json!({"n": 2, "m": 1}))
+        );
+    }
+}

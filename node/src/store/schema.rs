@@ -252,6 +252,26 @@ FROM bver_refs AS r JOIN bver_versions AS v
                   WHERE m.namespace = r.namespace AND m.repo = r.repo AND m.id = r.id);
 "#,
     },
+    Migration {
+        version: 5,
+        name: "PostgreSQL: the current version of a reference by one backward index step",
+        // PostgreSQL planned migration 4's view (a join on `version = (SELECT max(...))`) by
+        // scanning every version of a reference, or worse, once tables grow between two
+        // ANALYZEs. A LATERAL subquery ordered by version with LIMIT 1 is one backward step in
+        // the primary key per reference, whatever the statistics say. SQLite plans the original
+        // view that way already (its min/max optimisation), so it keeps it.
+        sqlite: "SELECT 1;",
+        postgres: r#"
+CREATE OR REPLACE VIEW bver_current AS
+SELECT r.namespace, r.repo, r.id, r.kind, v.value, v.version, r.deleted, r.created_at,
+       v.at AS updated_at
+FROM bver_refs AS r CROSS JOIN LATERAL (
+    SELECT m.value, m.version, m.at FROM bver_versions AS m
+    WHERE m.namespace = r.namespace AND m.repo = r.repo AND m.id = r.id
+    ORDER BY m.version DESC LIMIT 1
+) AS v;
+"#,
+    },
 ];
 
 /// The advisory lock key PostgreSQL processes take while migrating (`"bver-mig"` as bytes).
