@@ -296,11 +296,7 @@ impl Store {
     /// PostgreSQL database) then reach live EAGER streams too. Returns the head.
     pub async fn refresh_head(&self) -> Result<u64, BverError> {
         let head = self.outbox_head().await?;
-        self.inner.seq_tx.send_if_modified(|v| {
-            let moved = head > *v;
-            *v = (*v).max(head);
-            moved
-        });
+        super::writer::advance_head(&self.inner.seq_tx, head);
         Ok(head)
     }
 
@@ -420,7 +416,6 @@ impl Store {
                             &local_epoch
                         )?;
                         tx.commit().await?;
-                        self.inner.backend.durable().await?;
                         Ok::<_, sqlx::Error>(out)
                     }
                     .await
@@ -454,12 +449,11 @@ impl Store {
             }
         };
         let applied = outcome.map_err(store_err)?;
+        // Committed; durable before anyone is told (outside the retries: a failed fsync must
+        // not apply the batch again).
+        self.inner.backend.durable().await.map_err(store_err)?;
         if let Some(seq) = applied.last_local_seq {
-            self.inner.seq_tx.send_if_modified(|v| {
-                let moved = seq > *v;
-                *v = (*v).max(seq);
-                moved
-            });
+            super::writer::advance_head(&self.inner.seq_tx, seq);
         }
         Ok(applied)
     }

@@ -115,7 +115,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn jobs_run_in_order_after_a_sync_and_share_it() {
+    async fn jobs_run_in_order_once_the_wal_is_synced() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("x.db");
         std::fs::write(dir.path().join("x.db-wal"), b"frames").unwrap();

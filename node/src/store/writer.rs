@@ -56,29 +56,50 @@ pub(crate) struct Writer {
     /// The number of the last batch committed, and of the last one made durable.
     pub(crate) batch_no: u64,
     pub(crate) synced: Arc<AtomicU64>,
-    /// See [`Known::data_version`].
+    /// SQLite's `data_version` of the write connection when its last batch began
+    /// ([`UNKNOWN_DATA_VERSION`] after a failed batch). If a batch finds it unchanged, no
+    /// other connection has committed since, so what the writer knows is the database's
+    /// state (see [`Known::check_data_version`]).
     pub(crate) data_version: AtomicI64,
-    /// See [`Known::trusted_from`].
+    /// Entries of `recent` from batches numbered below this are not trusted: another
+    /// connection committed after them.
     pub(crate) trusted_from: AtomicU64,
 }
 
-/// The writer's view of current states: its own commits still waiting for their fsync, then
-/// the read cache.
+/// The writer's view of current states: its own commits still waiting for their fsync
+/// (`Writer::recent`, those it still trusts), then the read cache.
 struct Known<'a> {
-    recent: &'a HashMap<RefKey, (u64, Arc<Current>)>,
+    writer: &'a Writer,
     cache: &'a ReadCache,
-    /// SQLite's `data_version` of the write connection when its last batch began
-    /// ([`UNKNOWN_DATA_VERSION`] after a failed batch). If a batch finds it unchanged, no
-    /// other connection has committed since, so this view is the database's state. If it
-    /// changed, the batch empties the cache and stops trusting `recent` (see `trusted_from`):
-    /// the batch itself checks the versions of its keys, and whatever the writer learns from
-    /// then on is trusted again.
-    data_version: &'a AtomicI64,
-    /// Entries of `recent` from batches numbered below this are not trusted: another
-    /// connection committed after them.
-    trusted_from: &'a AtomicU64,
-    /// The number this batch's entries in `recent` will get if it commits.
-    batch_no: u64,
+}
+
+impl Known<'_> {
+    fn get(&self, key: &RefKey) -> Option<Arc<Current>> {
+        match self.writer.recent.get(key) {
+            Some((no, c)) if *no >= self.writer.trusted_from.load(Ordering::Relaxed) => {
+                Some(Arc::clone(c))
+            }
+            _ => self.cache.get(key),
+        }
+    }
+
+    /// Record the write connection's `data_version` for this batch; returns whether it is
+    /// the one the previous batch saw. If not, another connection committed in between:
+    /// nothing known so far can be trusted, so the cache is emptied and `recent` distrusted.
+    fn check_data_version(&self, data_version: i64) -> bool {
+        let unchanged = self
+            .writer
+            .data_version
+            .swap(data_version, Ordering::Relaxed)
+            == data_version;
+        if !unchanged {
+            self.writer
+                .trusted_from
+                .store(self.writer.batch_no + 1, Ordering::Relaxed);
+            self.cache.clear();
+        }
+        unchanged
+    }
 }
 
 /// No batch has read `data_version` yet, or the last one failed.
@@ -89,21 +110,13 @@ pub(crate) const UNKNOWN_DATA_VERSION: i64 = i64::MIN;
 const READ_HEAD: &str = "SELECT (SELECT value FROM bver_outbox_seq WHERE id = 1), \
      (SELECT data_version FROM pragma_data_version())";
 
-impl Known<'_> {
-    fn get(&self, key: &RefKey) -> Option<Arc<Current>> {
-        match self.recent.get(key) {
-            Some((no, c)) if *no >= self.trusted_from.load(Ordering::Relaxed) => {
-                Some(Arc::clone(c))
-            }
-            _ => self.cache.get(key),
-        }
-    }
-
-    /// Another connection committed: nothing known so far can be trusted.
-    fn distrust(&self) {
-        self.trusted_from.store(self.batch_no, Ordering::Relaxed);
-        self.cache.clear();
-    }
+/// Move the outbox head watch up to `seq` (never back), waking its followers if it moved.
+pub(crate) fn advance_head(head: &watch::Sender<u64>, seq: u64) {
+    head.send_if_modified(|v| {
+        let moved = seq > *v;
+        *v = (*v).max(seq);
+        moved
+    });
 }
 
 /// Callers waiting for the answer of one batch.
@@ -127,11 +140,7 @@ fn finish(
     }
     if let Some(seq) = last_seq {
         // Federation appends events too (`Store::apply_remote`): never move back.
-        head.send_if_modified(|v| {
-            let moved = seq > *v;
-            *v = (*v).max(seq);
-            moved
-        });
+        advance_head(head, seq);
     }
     for (reply, result) in replies {
         let _ = reply.send(result);
@@ -257,57 +266,51 @@ impl Writer {
     }
 
     async fn try_commit(&self, mutations: &[&Mutation]) -> Result<BatchOutcome, sqlx::Error> {
-        match &self.backend {
+        let known = self.cache.as_deref().map(|cache| Known {
+            writer: self,
+            cache,
+        });
+        let known = known.as_ref();
+        let result = match &self.backend {
             Backend::Sqlite { write, .. } => {
-                let result = async {
+                async {
                     let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                    let known = self.cache.as_deref().map(|cache| Known {
-                        recent: &self.recent,
-                        cache,
-                        data_version: &self.data_version,
-                        trusted_from: &self.trusted_from,
-                        batch_no: self.batch_no + 1,
-                    });
                     let out = commit_in!(
                         tx,
                         sqlx::sqlite::SqliteArguments,
                         &self.statements,
-                        known.as_ref(),
+                        known,
                         &self.epoch,
                         mutations
                     );
                     tx.commit().await?;
                     Ok(out)
                 }
-                .await;
-                if result.is_err() {
-                    // Whatever this batch did is rolled back or unknown: check versions again.
-                    self.data_version
-                        .store(UNKNOWN_DATA_VERSION, Ordering::Relaxed);
-                }
-                result
+                .await
             }
             Backend::Postgres { pool } => {
-                let mut tx = pool.begin().await?;
-                let known = self.cache.as_deref().map(|cache| Known {
-                    recent: &self.recent,
-                    cache,
-                    data_version: &self.data_version,
-                    trusted_from: &self.trusted_from,
-                    batch_no: self.batch_no + 1,
-                });
-                let out = commit_in!(
-                    tx,
-                    sqlx::postgres::PgArguments,
-                    &self.statements,
-                    known.as_ref(),
-                    &self.epoch,
-                    mutations
-                );
-                tx.commit().await?;
-                Ok(out)
+                async {
+                    let mut tx = pool.begin().await?;
+                    let out = commit_in!(
+                        tx,
+                        sqlx::postgres::PgArguments,
+                        &self.statements,
+                        known,
+                        &self.epoch,
+                        mutations
+                    );
+                    tx.commit().await?;
+                    Ok(out)
+                }
+                .await
             }
+        };
+        if result.is_err() {
+            // Whatever this batch did is rolled back or unknown: check versions again.
+            self.data_version
+                .store(UNKNOWN_DATA_VERSION, Ordering::Relaxed);
         }
+        result
     }
 }
 
@@ -832,10 +835,7 @@ macro_rules! commit_in {
                     let head = sqlx::query(READ_HEAD).fetch_one(&mut *$tx).await?;
                     sqlite_counter = Some(head.try_get(0)?);
                     let data_version: i64 = head.try_get(1)?;
-                    let unchanged = cache.data_version.swap(data_version, Ordering::Relaxed) == data_version;
-                    if !unchanged {
-                        cache.distrust();
-                    }
+                    let unchanged = cache.check_data_version(data_version);
                     // No other connection committed since this writer's last batch: what this
                     // writer knows is what the database holds; only keys it does not know (new,
                     // or evicted from the cache) are read.
