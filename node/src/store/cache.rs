@@ -35,6 +35,8 @@ pub(crate) struct ReadCache {
     hasher: RandomState,
     /// Incremented by the writer after each commit, before it updates entries.
     commits: AtomicU64,
+    /// Incremented by [`ReadCache::clear`] before it empties the shards.
+    clears: AtomicU64,
 }
 
 impl ReadCache {
@@ -50,6 +52,7 @@ impl ReadCache {
             per_shard,
             hasher: RandomState::new(),
             commits: AtomicU64::new(0),
+            clears: AtomicU64::new(0),
         }
     }
 
@@ -85,14 +88,27 @@ impl ReadCache {
         self.put_newer(&mut map, current);
     }
 
-    /// Called by the writer after a commit, with the new state of every key it changed.
-    pub(crate) fn committed(&self, states: impl IntoIterator<Item = Arc<Current>>) {
+    /// How many times the cache has been emptied: the writer takes it when a batch commits,
+    /// and hands it to [`ReadCache::committed`] once the batch is durable.
+    pub(crate) fn clears(&self) -> u64 {
+        self.clears.load(Ordering::Acquire)
+    }
+
+    /// Called by the writer once a commit is durable, with the new state of every key it
+    /// changed and [`ReadCache::clears`] as it was when the batch committed. If the cache was
+    /// emptied since (another connection wrote after that commit), the states may be stale
+    /// and are dropped: putting them back after the clear would undo it.
+    pub(crate) fn committed(&self, clears: u64, states: impl IntoIterator<Item = Arc<Current>>) {
         self.commits.fetch_add(1, Ordering::AcqRel);
         for current in states {
             let mut map = self
                 .shard(&current.key)
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
+            // Checked under the shard's lock, which `clear` takes after counting the clear.
+            if self.clears.load(Ordering::Acquire) != clears {
+                return;
+            }
             self.put_newer(&mut map, current);
         }
     }
@@ -100,6 +116,7 @@ impl ReadCache {
     /// Forget every entry: another connection (another process) wrote the database, and any
     /// entry may be stale. A read that started before fills nothing.
     pub(crate) fn clear(&self) {
+        self.clears.fetch_add(1, Ordering::AcqRel);
         self.commits.fetch_add(1, Ordering::AcqRel);
         for shard in self.shards.iter() {
             shard
@@ -147,22 +164,39 @@ mod tests {
     fn a_fill_never_replaces_a_newer_version_or_follows_a_commit() {
         let cache = ReadCache::new(100);
         let key = RefKey::new("n", "r", "a");
-        cache.committed([state("a", 2)]);
+        cache.committed(cache.clears(), [state("a", 2)]);
         cache.fill(cache.generation(), state("a", 1));
         assert_eq!(cache.get(&key).map(|c| c.version), Some(2));
 
         let before = cache.generation();
-        cache.committed([state("a", 3)]);
+        cache.committed(cache.clears(), [state("a", 3)]);
         cache.fill(before, state("b", 1));
         assert!(cache.get(&RefKey::new("n", "r", "b")).is_none());
-        cache.committed([state("a", 2)]);
+        cache.committed(cache.clears(), [state("a", 2)]);
         assert_eq!(cache.get(&key).map(|c| c.version), Some(3));
+    }
+
+    #[test]
+    fn states_of_a_commit_made_before_a_clear_are_not_put_back() {
+        let cache = ReadCache::new(100);
+        let key = RefKey::new("n", "r", "a");
+        // A batch commits (the writer notes the clears), then another connection's write is
+        // detected and the cache emptied, then the batch becomes durable.
+        let at_commit = cache.clears();
+        cache.clear();
+        cache.committed(at_commit, [state("a", 4)]);
+        assert!(
+            cache.get(&key).is_none(),
+            "a stale state came back after the clear"
+        );
+        cache.committed(cache.clears(), [state("a", 5)]);
+        assert_eq!(cache.get(&key).map(|c| c.version), Some(5));
     }
 
     #[test]
     fn clear_forgets_everything_and_refuses_a_fill_that_started_before() {
         let cache = ReadCache::new(100);
-        cache.committed([state("a", 1), state("b", 1)]);
+        cache.committed(cache.clears(), [state("a", 1), state("b", 1)]);
         let before = cache.generation();
         cache.clear();
         assert!(cache.get(&RefKey::new("n", "r", "a")).is_none());
@@ -178,7 +212,7 @@ mod tests {
     #[test]
     fn the_cache_stays_within_its_capacity() {
         let cache = ReadCache::new(SHARDS as u64 * 2);
-        cache.committed((0..1000).map(|i| state(&i.to_string(), 1)));
+        cache.committed(cache.clears(), (0..1000).map(|i| state(&i.to_string(), 1)));
         let held: usize = cache
             .shards
             .iter()

@@ -119,10 +119,32 @@ macro_rules! with_reader {
 }
 
 mod lease;
+mod pipeline;
 mod remote;
 
 pub use lease::Lease;
 pub use remote::{Applied, CachedRef, RemoteEffect, SubscriptionRow};
+
+/// What the writer has done since the store opened (see [`Store::write_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteStats {
+    /// Batches committed on the full path (read inside the transaction, then write).
+    pub full_batches: u64,
+    /// SQLite: batches planned ahead and committed in one round trip (see `docs/storage.md`).
+    pub pipelined_batches: u64,
+    /// SQLite: pipelined batches that found the outbox counter moved (another process, or
+    /// federation on this connection, wrote meanwhile) or failed, and went the full path.
+    pub pipeline_fallbacks: u64,
+}
+
+/// The writer's counters, shared with the store handle.
+#[derive(Debug, Default)]
+pub(crate) struct WriteCounters {
+    pub(crate) full_batches: std::sync::atomic::AtomicU64,
+    pub(crate) pipelined_batches: std::sync::atomic::AtomicU64,
+    pub(crate) pipeline_fallbacks: std::sync::atomic::AtomicU64,
+}
 
 /// A handle to a platform's store. Cheap to clone; all clones share one writer and one cache.
 #[derive(Clone)]
@@ -140,6 +162,7 @@ struct Inner {
     seq_tx: watch::Sender<u64>,
     /// Multi-row statement texts for writes outside the writer (federation's apply).
     statements: sql::Statements,
+    counters: Arc<WriteCounters>,
 }
 
 /// Map a database failure to the shared error; the cause is logged, not returned.
@@ -246,6 +269,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
         let (seq_tx, seq_rx) = watch::channel(sql::u64_of(last));
         let backend_dialect = backend.dialect();
+        let counters = Arc::new(WriteCounters::default());
         let writer = Writer {
             backend: backend.clone(),
             epoch: epoch.clone(),
@@ -258,6 +282,10 @@ impl Store {
             synced: Default::default(),
             data_version: writer::UNKNOWN_DATA_VERSION.into(),
             trusted_from: Default::default(),
+            counter: None,
+            overlay: Default::default(),
+            shapes: Default::default(),
+            counters: Arc::clone(&counters),
         };
         tokio::spawn(writer.run(rx));
         Ok(Self {
@@ -269,8 +297,21 @@ impl Store {
                 last_seq: seq_rx,
                 seq_tx,
                 statements: sql::Statements::new(backend_dialect),
+                counters,
             }),
         })
+    }
+
+    /// What the writer has done since the store opened: batches by path, and pipelined
+    /// batches that had to be retried on the full path.
+    pub fn write_stats(&self) -> WriteStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.inner.counters;
+        WriteStats {
+            full_batches: c.full_batches.load(Relaxed),
+            pipelined_batches: c.pipelined_batches.load(Relaxed),
+            pipeline_fallbacks: c.pipeline_fallbacks.load(Relaxed),
+        }
     }
 
     /// The outbox epoch: a random id minted when this platform's outbox was created.

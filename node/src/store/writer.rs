@@ -32,9 +32,10 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cache::ReadCache;
+use super::pipeline::{InFlight, Pending};
 use super::sql::{self, Arg, Dialect, Statements, Stmt, chunks, i64_of, query_args};
 use super::types::{Change, ChangeType, Committed, Current, Mutation, RefKey, TriggerEvent};
-use super::{Backend, storage_error};
+use super::{Backend, WriteCounters, storage_error};
 
 /// A mutation waiting for the writer, with the channel its answer goes back on.
 pub(crate) struct WriteReq {
@@ -64,17 +65,26 @@ pub(crate) struct Writer {
     /// Entries of `recent` from batches numbered below this are not trusted: another
     /// connection committed after them.
     pub(crate) trusted_from: AtomicU64,
+    /// SQLite: the outbox counter after the writer's last commit, when it knows it (the
+    /// assumption a pipelined batch is planned on, see [`super::pipeline`]).
+    pub(crate) counter: Option<i64>,
+    /// SQLite: the states planned by the batch in flight and the next one, newer than
+    /// anything the writer has committed.
+    pub(crate) overlay: HashMap<RefKey, Arc<Current>>,
+    /// The texts of pipelined statements by shape.
+    pub(crate) shapes: HashMap<(usize, Vec<usize>), Arc<str>>,
+    pub(crate) counters: Arc<WriteCounters>,
 }
 
 /// The writer's view of current states: its own commits still waiting for their fsync
 /// (`Writer::recent`, those it still trusts), then the read cache.
-struct Known<'a> {
-    writer: &'a Writer,
-    cache: &'a ReadCache,
+pub(crate) struct Known<'a> {
+    pub(crate) writer: &'a Writer,
+    pub(crate) cache: &'a ReadCache,
 }
 
 impl Known<'_> {
-    fn get(&self, key: &RefKey) -> Option<Arc<Current>> {
+    pub(crate) fn get(&self, key: &RefKey) -> Option<Arc<Current>> {
         match self.writer.recent.get(key) {
             Some((no, c)) if *no >= self.writer.trusted_from.load(Ordering::Relaxed) => {
                 Some(Arc::clone(c))
@@ -120,7 +130,7 @@ pub(crate) fn advance_head(head: &watch::Sender<u64>, seq: u64) {
 }
 
 /// Callers waiting for the answer of one batch.
-type Replies = Vec<(
+pub(crate) type Replies = Vec<(
     oneshot::Sender<Result<Committed, BverError>>,
     Result<Committed, BverError>,
 )>;
@@ -129,14 +139,14 @@ type Replies = Vec<(
 /// the callers are answered, in that order (a caller that reads right after its answer sees
 /// its own write).
 fn finish(
-    cache: Option<&ReadCache>,
+    cache: Option<(&ReadCache, u64)>,
     head: &watch::Sender<u64>,
     states: Vec<Arc<Current>>,
     last_seq: Option<u64>,
     replies: Replies,
 ) {
-    if let Some(cache) = cache {
-        cache.committed(states);
+    if let Some((cache, clears)) = cache {
+        cache.committed(clears, states);
     }
     if let Some(seq) = last_seq {
         // Federation appends events too (`Store::apply_remote`): never move back.
@@ -150,42 +160,153 @@ fn finish(
 /// How many scheduler yields the writer waits for more callers while each one brings more.
 const LINGER_YIELDS: usize = 4;
 
-/// Move queued requests into `batch` (up to `max`); returns how many were moved.
-fn drain(rx: &mut mpsc::Receiver<WriteReq>, batch: &mut Vec<WriteReq>, max: usize) -> usize {
-    let before = batch.len();
-    while batch.len() < max {
-        match rx.try_recv() {
-            Ok(req) => batch.push(req),
-            Err(_) => break,
-        }
-    }
-    batch.len() - before
-}
-
 /// How many times a batch is retried after a transient database failure (deadlock,
 /// serialisation failure, a concurrent process inserting the same version).
 const MAX_ATTEMPTS: usize = 8;
 
 impl Writer {
+    /// The writer's loop. Requests that can be planned from memory (SQLite, see
+    /// [`super::pipeline`]) are planned as they arrive, into the batch after the one whose
+    /// statement is running; the others wait for the full path ([`Self::commit_batch`]),
+    /// which runs when nothing is in flight.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<WriteReq>) {
-        let mut batch: Vec<WriteReq> = Vec::with_capacity(self.max_batch);
-        while let Some(first) = rx.recv().await {
-            batch.push(first);
-            drain(&mut rx, &mut batch, self.max_batch);
-            // Callers answered by the previous commit are typically still on their way back
-            // with their next write: yield to the scheduler (no timer, microseconds) while
-            // that brings more, so that one wave of callers is one batch rather than two.
-            for _ in 0..LINGER_YIELDS {
-                if batch.len() >= self.max_batch {
+        let mut next = Pending::default();
+        let mut slow: Vec<WriteReq> = Vec::with_capacity(self.max_batch);
+        let mut in_flight: Option<InFlight> = None;
+        let mut open = true;
+        loop {
+            if let Some(running) = in_flight.as_mut() {
+                let room = next.len() + slow.len() < self.max_batch;
+                tokio::select! {
+                    biased;
+                    outcome = &mut running.execution => {
+                        if let Some(done) = in_flight.take() {
+                            self.complete(done, outcome, &mut next, &mut slow);
+                        }
+                    }
+                    req = rx.recv(), if open && room => match req {
+                        Some(req) => self.admit(req, &mut next, &mut slow),
+                        None => open = false,
+                    },
+                }
+                continue;
+            }
+            // Nothing in flight: take what is queued, then run the next batch.
+            self.drain(&mut rx, &mut next, &mut slow);
+            if next.is_empty() && slow.is_empty() {
+                if !open {
                     break;
                 }
-                tokio::task::yield_now().await;
-                if drain(&mut rx, &mut batch, self.max_batch) == 0 {
-                    break;
+                // Idle: everything planned is committed and known to `recent` or the cache.
+                self.overlay.clear();
+                match rx.recv().await {
+                    Some(req) => self.admit(req, &mut next, &mut slow),
+                    None => {
+                        open = false;
+                        continue;
+                    }
+                }
+                let mut received = 1 + self.drain(&mut rx, &mut next, &mut slow);
+                // Callers answered by the previous commit are typically still on their way
+                // back with their next write: yield to the scheduler (no timer,
+                // microseconds) while that brings more, so that one wave of callers is one
+                // batch rather than two.
+                for _ in 0..LINGER_YIELDS {
+                    if next.len() + slow.len() >= self.max_batch || received == 0 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                    received = self.drain(&mut rx, &mut next, &mut slow);
                 }
             }
-            self.commit_batch(&mut batch).await;
-            batch.clear();
+            if !next.is_empty() {
+                in_flight = self.submit(std::mem::take(&mut next), &mut slow);
+            } else if !slow.is_empty() {
+                self.overlay.clear();
+                self.commit_batch(&mut slow).await;
+                slow.clear();
+            }
+        }
+    }
+
+    /// Admit queued requests (up to `max_batch` waiting); returns how many.
+    fn drain(
+        &mut self,
+        rx: &mut mpsc::Receiver<WriteReq>,
+        next: &mut Pending,
+        slow: &mut Vec<WriteReq>,
+    ) -> usize {
+        let mut n = 0;
+        while next.len() + slow.len() < self.max_batch {
+            match rx.try_recv() {
+                Ok(req) => {
+                    self.admit(req, next, slow);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
+    /// Stop trusting what the writer knows of the database: the next full batch reads it again
+    /// and empties the read cache.
+    pub(crate) fn distrust(&self) {
+        self.data_version
+            .store(UNKNOWN_DATA_VERSION, Ordering::Relaxed);
+    }
+
+    /// A batch committed: answer its callers with `replies` once the commit is durable (on
+    /// SQLite after the WAL's fsync, shared with the batches committed meanwhile, while the
+    /// next batch runs), after the read cache has learnt `states`.
+    pub(crate) fn committed(
+        &mut self,
+        replies: Replies,
+        states: Vec<Arc<Current>>,
+        last_seq: Option<u64>,
+    ) {
+        match &self.backend {
+            Backend::Sqlite { wal, .. } => {
+                self.batch_no += 1;
+                let no = self.batch_no;
+                for state in &states {
+                    self.recent
+                        .insert(state.key.clone(), (no, Arc::clone(state)));
+                }
+                let cache = self.cache.clone();
+                // If the cache is emptied before this batch is durable (another connection
+                // wrote after it), its states must not go back in (see `ReadCache::committed`).
+                let clears = cache.as_deref().map_or(0, ReadCache::clears);
+                let head = self.last_seq.clone();
+                let synced = Arc::clone(&self.synced);
+                wal.after_sync(move |synced_ok| {
+                    let replies = match synced_ok {
+                        Ok(()) => replies,
+                        Err(e) => {
+                            let err = unsynced_error(&e);
+                            replies
+                                .into_iter()
+                                .map(|(r, _)| (r, Err(err.clone())))
+                                .collect()
+                        }
+                    };
+                    finish(
+                        cache.as_deref().map(|c| (c, clears)),
+                        &head,
+                        states,
+                        last_seq,
+                        replies,
+                    );
+                    synced.store(no, Ordering::Release);
+                });
+            }
+            Backend::Postgres { .. } => finish(
+                self.cache.as_deref().map(|c| (c, c.clears())),
+                &self.last_seq,
+                states,
+                last_seq,
+                replies,
+            ),
         }
     }
 
@@ -216,46 +337,15 @@ impl Writer {
                 results,
                 states,
                 last_seq,
+                counter,
             }) => {
+                self.counter = counter;
+                self.counters.full_batches.fetch_add(1, Ordering::Relaxed);
                 let replies: Replies = batch.drain(..).map(|r| r.reply).zip(results).collect();
-                match &self.backend {
-                    Backend::Sqlite { wal, .. } => {
-                        // Committed, not yet durable: answer after the WAL's fsync (shared
-                        // with the batches committed meanwhile), while the next batch runs.
-                        self.batch_no += 1;
-                        let no = self.batch_no;
-                        for state in &states {
-                            self.recent
-                                .insert(state.key.clone(), (no, Arc::clone(state)));
-                        }
-                        let cache = self.cache.clone();
-                        let head = self.last_seq.clone();
-                        let synced = Arc::clone(&self.synced);
-                        wal.after_sync(move |synced_ok| {
-                            let replies = match synced_ok {
-                                Ok(()) => replies,
-                                Err(e) => {
-                                    let err = unsynced_error(&e);
-                                    replies
-                                        .into_iter()
-                                        .map(|(r, _)| (r, Err(err.clone())))
-                                        .collect()
-                                }
-                            };
-                            finish(cache.as_deref(), &head, states, last_seq, replies);
-                            synced.store(no, Ordering::Release);
-                        });
-                    }
-                    Backend::Postgres { .. } => finish(
-                        self.cache.as_deref(),
-                        &self.last_seq,
-                        states,
-                        last_seq,
-                        replies,
-                    ),
-                }
+                self.committed(replies, states, last_seq);
             }
             Err(e) => {
+                self.counter = None;
                 tracing::error!(error = %e, size = batch.len(), "write batch failed");
                 let err = storage_error(&e);
                 for req in batch.drain(..) {
@@ -307,8 +397,7 @@ impl Writer {
         };
         if result.is_err() {
             // Whatever this batch did is rolled back or unknown: check versions again.
-            self.data_version
-                .store(UNKNOWN_DATA_VERSION, Ordering::Relaxed);
+            self.distrust();
         }
         result
     }
@@ -318,6 +407,8 @@ struct BatchOutcome {
     results: Vec<Result<Committed, BverError>>,
     states: Vec<Arc<Current>>,
     last_seq: Option<u64>,
+    /// SQLite: the outbox counter when the batch committed.
+    counter: Option<i64>,
 }
 
 /// The answer to callers whose commit is in the database but whose fsync failed: the write
@@ -337,8 +428,10 @@ pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
             let code = db.code().unwrap_or_default();
             // PostgreSQL: deadlock, serialisation failure, unique violation (a concurrent process
             // inserted the same version: re-reading shows the conflict properly).
-            // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes.
-            matches!(code.as_ref(), "40P01" | "40001" | "23505")
+            // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes, and a
+            // version that exists already (PRIMARY KEY 1555, UNIQUE 2067): the writer planned
+            // on a state another connection had replaced; the retry reads it again.
+            matches!(code.as_ref(), "40P01" | "40001" | "23505" | "1555" | "2067")
                 || code
                     .parse::<i32>()
                     .map(|c| c & 0xff == 5 || c & 0xff == 6)
@@ -354,7 +447,7 @@ fn json_text(v: &Value) -> Arc<str> {
     serde_json::to_string(v).unwrap_or_default().into()
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -362,25 +455,25 @@ fn now_ms() -> i64 {
 }
 
 /// A version planned in memory, not yet written.
-struct Planned {
-    index: usize,
-    committed: Committed,
+pub(crate) struct Planned {
+    pub(crate) index: usize,
+    pub(crate) committed: Committed,
     /// `committed.value` and `committed.diff` as JSON text, serialised once for every
     /// statement that stores them.
     value_text: Arc<str>,
     diff_text: Arc<str>,
     /// The texts of its rows, shared with the other rows of the batch.
-    texts: RowTexts,
+    pub(crate) texts: RowTexts,
     idempotency: Option<(String, String)>,
     /// Named triggers the mutation fires (each one more outbox event after the built-in one).
-    fired: Vec<String>,
+    pub(crate) fired: Vec<String>,
 }
 
 /// The text columns of one mutation's rows. Each distinct text is allocated once per batch
 /// and bound by reference count (SQLite binds an `Arc<str>` without a copy), instead of one
 /// `String` per column per row.
 #[derive(Clone)]
-struct RowTexts {
+pub(crate) struct RowTexts {
     namespace: Arc<str>,
     repo: Arc<str>,
     id: Arc<str>,
@@ -423,7 +516,7 @@ impl Texts {
 
 /// Compute the batch in memory: for each mutation, its new state or its error.
 /// `current` holds the state of every key touched (updated as the batch proceeds).
-fn plan(
+pub(crate) fn plan(
     mutations: &[&Mutation],
     current: &mut HashMap<RefKey, Arc<Current>>,
     snapshots: &HashMap<(RefKey, u64), (Option<String>, Value, bool)>,
@@ -698,7 +791,7 @@ fn apply(
 }
 
 /// The bind arguments of one reference row ([`sql::REF_COLUMNS`]).
-fn ref_args(c: &Current, t: &RowTexts) -> [Arg; sql::REF_COLUMN_COUNT] {
+pub(crate) fn ref_args(c: &Current, t: &RowTexts) -> [Arg; sql::REF_COLUMN_COUNT] {
     [
         Arg::Shared(Arc::clone(&t.namespace)),
         Arg::Shared(Arc::clone(&t.repo)),
@@ -710,7 +803,7 @@ fn ref_args(c: &Current, t: &RowTexts) -> [Arg; sql::REF_COLUMN_COUNT] {
 }
 
 /// The bind arguments of one version row ([`sql::VERSION_COLUMNS`]).
-fn version_args(p: &Planned) -> [Arg; 14] {
+pub(crate) fn version_args(p: &Planned) -> [Arg; 14] {
     let (c, t) = (&p.committed, &p.texts);
     [
         Arg::Shared(Arc::clone(&t.namespace)),
@@ -731,7 +824,7 @@ fn version_args(p: &Planned) -> [Arg; 14] {
 }
 
 /// The bind arguments of one outbox event ([`sql::EVENT_COLUMNS`]).
-fn event_args(p: &Planned, epoch: &Arc<str>) -> [Arg; 14] {
+pub(crate) fn event_args(p: &Planned, epoch: &Arc<str>) -> [Arg; 14] {
     let (c, t) = (&p.committed, &p.texts);
     [
         Arg::Int(i64_of(c.seq)),
@@ -753,7 +846,7 @@ fn event_args(p: &Planned, epoch: &Arc<str>) -> [Arg; 14] {
 
 /// The outbox events of the named triggers the batch fires, numbered from `first`, in the
 /// order of their mutations.
-fn firing_args(planned: &[Planned], epoch: &Arc<str>, first: i64) -> Vec<Arg> {
+pub(crate) fn firing_args(planned: &[Planned], epoch: &Arc<str>, first: i64) -> Vec<Arg> {
     let mut seq = first;
     let fired = planned.iter().map(|p| p.fired.len()).sum::<usize>();
     let mut out = Vec::with_capacity(fired * 14);
@@ -771,7 +864,7 @@ fn firing_args(planned: &[Planned], epoch: &Arc<str>, first: i64) -> Vec<Arg> {
 }
 
 /// `n` NULL arguments: the padding rows of a padded statement.
-fn nulls(n: usize) -> impl Iterator<Item = Arg> {
+pub(crate) fn nulls(n: usize) -> impl Iterator<Item = Arg> {
     std::iter::repeat_n(Arg::OptText(None), n)
 }
 
@@ -1088,6 +1181,7 @@ macro_rules! commit_in {
                 .into_values()
                 .filter(|c| from_cache.get(&c.key) != Some(&c.version))
                 .collect(),
+            counter: if sqlite { last_seq.map(|s| s as i64).or(sqlite_counter) } else { None },
             last_seq,
         }
     }};

@@ -1,0 +1,369 @@
+//! SQLite: the writer's pipelined path. While one batch executes on the write connection's
+//! thread, the writer plans the next one, request by request as they arrive; each batch is
+//! then one round trip to that thread instead of four.
+//!
+//! How a batch can be planned before its transaction begins: the writer knows the outbox
+//! counter after its own last commit, and every change to references and versions, by any
+//! connection or process, appends outbox events and moves that counter. So the plan assumes
+//! the counter it knows and the states it knows (the batch in flight, its unsynced commits,
+//! the read cache), and the batch's statement checks the assumption inside its own exclusive
+//! transaction:
+//!
+//! ```text
+//! BEGIN IMMEDIATE;
+//! INSERT INTO bver_refs     ... WHERE (SELECT value FROM bver_outbox_seq) = <assumed>;
+//! INSERT INTO bver_versions ... WHERE (SELECT value FROM bver_outbox_seq) = <assumed>;
+//! INSERT INTO bver_events   ... WHERE (SELECT value FROM bver_outbox_seq) = <assumed>;
+//! UPDATE bver_outbox_seq SET value = <new> WHERE id = 1 AND value = <assumed>;
+//! SELECT changes();   -- 1: everything above was written; 0: nothing was
+//! COMMIT
+//! ```
+//!
+//! If the counter moved (another process, or federation's `apply_remote` on this connection,
+//! wrote meanwhile), nothing is written and the batch, with every request planned after it,
+//! goes through the full path of [`Writer::commit_batch`], which reads what it needs inside
+//! its transaction. A statement that fails is rolled back and takes the same way, after the
+//! writer has stopped trusting what it knows (see `Writer::data_version`).
+//!
+//! A request takes this path only if its outcome can be planned from memory: SQLite with the
+//! read cache, the counter known, the reference's state known, no idempotency key (its record
+//! must be looked up) and not a restore (its snapshot must be read). Everything else, and
+//! everything that arrives after such a request while it waits, takes the full path, so that
+//! requests are applied in the order the writer received them.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bver_contracts::BverError;
+use sqlx::Row;
+
+use super::Backend;
+use super::sql::{self, Arg, query_args};
+use super::types::{Change, ChangeType, Committed, Current, RefKey};
+use super::writer::{
+    Known, Planned, Replies, WriteReq, Writer, event_args, firing_args, now_ms, nulls, plan,
+    ref_args, version_args,
+};
+
+/// The most requests one pipelined batch holds (one padded statement).
+const MAX_ROWS: usize = 256;
+
+/// The next batch, planned as its requests arrive.
+#[derive(Default)]
+pub(crate) struct Pending {
+    reqs: Vec<WriteReq>,
+    /// One per request: its error, or `None` when it is planned.
+    results: Vec<Option<Result<Committed, BverError>>>,
+    planned: Vec<Planned>,
+    /// The keys the batch changes, in the order first changed.
+    touched: Vec<RefKey>,
+    /// The keys whose row in `bver_refs` changes (created, deleted, new kind).
+    lifecycle: HashSet<RefKey>,
+}
+
+impl Pending {
+    pub(crate) fn len(&self) -> usize {
+        self.reqs.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+}
+
+/// The statement of a submitted batch: `Ok(true)` committed, `Ok(false)` the counter had
+/// moved and nothing was written, `Err` failed and rolled back.
+type Execution = Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send>>;
+
+/// A batch whose statement runs on the write connection's thread.
+pub(crate) struct InFlight {
+    pub(crate) execution: Execution,
+    reqs: Vec<WriteReq>,
+    results: Vec<Result<Committed, BverError>>,
+    /// The states it leaves, for the read cache.
+    states: Vec<Arc<Current>>,
+    last_seq: Option<u64>,
+    counter: i64,
+}
+
+impl Writer {
+    /// Whether `req` can be planned from memory (see the module docs for the rules), given
+    /// the requests already waiting for the full path.
+    fn can_pipeline(&self, req: &WriteReq, slow: &[WriteReq]) -> bool {
+        let m = &req.mutation;
+        slow.is_empty()
+            && matches!(self.backend, Backend::Sqlite { .. })
+            && self.cache.is_some()
+            && self.counter.is_some()
+            && m.idempotency.is_none()
+            && !matches!(m.change, Change::Restore { .. })
+    }
+
+    /// Take `req` into the next batch: planned into `next` when it can be, else queued in
+    /// `slow` for the full path.
+    pub(crate) fn admit(&mut self, req: WriteReq, next: &mut Pending, slow: &mut Vec<WriteReq>) {
+        if !self.can_pipeline(&req, slow) || next.len() >= MAX_ROWS {
+            slow.push(req);
+            return;
+        }
+        let key = &req.mutation.key;
+        if !self.overlay.contains_key(key) {
+            let known = self.cache.as_deref().and_then(|cache| {
+                Known {
+                    writer: self,
+                    cache,
+                }
+                .get(key)
+            });
+            match known {
+                Some(state) => {
+                    self.overlay.insert(key.clone(), state);
+                }
+                // Not known (new, or evicted from the cache): read inside a transaction.
+                None => {
+                    slow.push(req);
+                    return;
+                }
+            }
+        }
+        let (mut results, planned) = plan(
+            &[&req.mutation],
+            &mut self.overlay,
+            &HashMap::new(),
+            &mut HashMap::new(),
+            now_ms(),
+        );
+        let index = next.reqs.len();
+        for mut p in planned {
+            p.index = index;
+            if !next.touched.contains(&p.committed.key) {
+                next.touched.push(p.committed.key.clone());
+            }
+            if p.committed.change != ChangeType::Updated {
+                next.lifecycle.insert(p.committed.key.clone());
+            }
+            next.planned.push(p);
+        }
+        next.results.push(results.pop().flatten());
+        next.reqs.push(req);
+    }
+
+    /// Start the statement of `next`, planned on the counter and states the writer holds now
+    /// (its predecessor has committed). A batch whose requests all failed in planning needs
+    /// no statement: its answers wait for the sync of the commits before it.
+    pub(crate) fn submit(&mut self, next: Pending, slow: &mut Vec<WriteReq>) -> Option<InFlight> {
+        let Pending {
+            reqs,
+            mut results,
+            mut planned,
+            touched,
+            lifecycle,
+        } = next;
+        let (Some(counter), Backend::Sqlite { write, .. }) = (self.counter, &self.backend) else {
+            slow.extend(reqs);
+            return None;
+        };
+        let pool = write.clone();
+        if !self.recent.is_empty() {
+            let synced = self.synced.load(Ordering::Acquire);
+            self.recent.retain(|_, (no, _)| *no > synced);
+        }
+        if planned.is_empty() {
+            let replies: Replies = reqs
+                .into_iter()
+                .map(|r| r.reply)
+                .zip(results.into_iter().map(answer))
+                .collect();
+            self.committed(replies, Vec::new(), None);
+            return None;
+        }
+        let n = planned.len() as i64;
+        for (i, p) in planned.iter_mut().enumerate() {
+            p.committed.seq = (counter + 1 + i as i64) as u64;
+        }
+        let fired = planned.iter().map(|p| p.fired.len()).sum::<usize>();
+        let new_counter = counter + n + fired as i64;
+
+        // The final state of each changed key (the newest plan of it is in the overlay), and
+        // the row texts of its last version for the keys whose `bver_refs` row changes.
+        let states: Vec<Arc<Current>> = touched
+            .iter()
+            .filter_map(|k| self.overlay.get(k).cloned())
+            .collect();
+        let mut seen = HashSet::with_capacity(lifecycle.len());
+        let changed: Vec<(Arc<Current>, _)> = planned
+            .iter()
+            .rev()
+            .filter(|p| lifecycle.contains(&p.committed.key) && seen.insert(&p.committed.key))
+            .filter_map(|p| {
+                self.overlay
+                    .get(&p.committed.key)
+                    .map(|c| (Arc::clone(c), p.texts.clone()))
+            })
+            .collect();
+
+        let size = sql::padded_chunks(planned.len())
+            .first()
+            .map_or(1, |(_, size)| *size);
+        let firing_sizes: Vec<usize> = sql::padded_chunks(fired)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let text = self.pipelined_text(size, &firing_sizes);
+        let epoch: Arc<str> = Arc::from(self.epoch.as_str());
+        let guard = || Arg::Int(counter);
+        let rows = planned.len();
+        let mut args: Vec<Arg> = Vec::with_capacity(size * 34 + fired * 14 + 8);
+        args.extend(changed.iter().flat_map(|(c, t)| ref_args(c, t)));
+        args.extend(nulls((size - changed.len()) * sql::REF_COLUMN_COUNT));
+        args.push(guard());
+        args.extend(planned.iter().flat_map(version_args));
+        args.extend(nulls((size - rows) * 14));
+        args.push(guard());
+        args.extend(planned.iter().flat_map(|p| event_args(p, &epoch)));
+        args.extend(nulls((size - rows) * 14));
+        args.push(guard());
+        if fired > 0 {
+            let firings = firing_args(&planned, &epoch, counter + 1 + n);
+            let mut done = 0;
+            for (chunk, padded) in sql::padded_chunks(fired) {
+                args.extend(firings[done * 14..(done + chunk) * 14].iter().cloned());
+                args.extend(nulls((padded - chunk) * 14));
+                args.push(guard());
+                done += chunk;
+            }
+        }
+        args.extend([Arg::Int(new_counter), guard()]);
+
+        let execution: Execution = Box::pin(async move {
+            let query = query_args!(sqlx::sqlite::SqliteArguments, text, args);
+            let mut conn = pool.acquire().await?;
+            match query.fetch_all(&mut *conn).await {
+                Ok(rows) => {
+                    let written: i64 = rows.first().ok_or(sqlx::Error::RowNotFound)?.try_get(0)?;
+                    Ok(written == 1)
+                }
+                Err(e) => {
+                    // Whatever the statement did is undone (an error if nothing is open).
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    Err(e)
+                }
+            }
+        });
+        for p in planned {
+            results[p.index] = Some(Ok(p.committed));
+        }
+        Some(InFlight {
+            execution,
+            reqs,
+            results: results.into_iter().map(answer).collect(),
+            states,
+            last_seq: Some(new_counter as u64),
+            counter: new_counter,
+        })
+    }
+
+    /// The statement of `done` finished with `outcome`. On success its callers are answered
+    /// after the sync; otherwise its requests, then those of `next` (planned on top of it),
+    /// go to the full path.
+    pub(crate) fn complete(
+        &mut self,
+        done: InFlight,
+        outcome: Result<bool, sqlx::Error>,
+        next: &mut Pending,
+        slow: &mut Vec<WriteReq>,
+    ) {
+        match outcome {
+            Ok(true) => {
+                self.counter = Some(done.counter);
+                self.counters
+                    .pipelined_batches
+                    .fetch_add(1, Ordering::Relaxed);
+                // These states are now the writer's unsynced commits (`recent`); the overlay
+                // keeps only what the next batch planned on top of them.
+                for state in &done.states {
+                    if self
+                        .overlay
+                        .get(&state.key)
+                        .is_some_and(|c| Arc::ptr_eq(c, state))
+                    {
+                        self.overlay.remove(&state.key);
+                    }
+                }
+                let replies: Replies = done
+                    .reqs
+                    .into_iter()
+                    .map(|r| r.reply)
+                    .zip(done.results)
+                    .collect();
+                self.committed(replies, done.states, done.last_seq);
+            }
+            outcome => {
+                match outcome {
+                    Err(e) => {
+                        tracing::debug!(error = %e, "pipelined batch failed; retrying it on the full path");
+                        self.distrust();
+                    }
+                    _ => tracing::debug!(
+                        "the outbox counter moved since the batch was planned; retrying it on the full path"
+                    ),
+                }
+                self.counters
+                    .pipeline_fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
+                self.counter = None;
+                self.overlay.clear();
+                slow.extend(done.reqs);
+                slow.extend(std::mem::take(next).reqs);
+            }
+        }
+    }
+
+    /// The text of a pipelined batch of `size` padded rows with named-trigger events in
+    /// chunks of `firings` padded rows, built once per shape.
+    fn pipelined_text(&mut self, size: usize, firings: &[usize]) -> sqlx::AssertSqlSafe<Arc<str>> {
+        let text = self
+            .shapes
+            .entry((size, firings.to_vec()))
+            .or_insert_with(|| pipelined_sql(size, firings).into());
+        sqlx::AssertSqlSafe(Arc::clone(text))
+    }
+}
+
+/// A planned request's answer (every request of a submitted batch has one).
+fn answer(r: Option<Result<Committed, BverError>>) -> Result<Committed, BverError> {
+    r.unwrap_or_else(|| Err(BverError::internal("write planned but not answered")))
+}
+
+/// See the module docs. Each guard is one anonymous parameter after its statement's rows.
+pub(crate) fn pipelined_sql(size: usize, firings: &[usize]) -> String {
+    use sql::{Dialect, EVENT_COLUMNS, REF_COLUMN_COUNT, REF_COLUMNS, VERSION_COLUMNS};
+    const GUARD: &str = "(SELECT value FROM bver_outbox_seq WHERE id = 1) = ?";
+    let refs = sql::placeholders(Dialect::Sqlite, size, REF_COLUMN_COUNT);
+    let rows = sql::placeholders(Dialect::Sqlite, size, 14);
+    let mut s = format!(
+        "BEGIN IMMEDIATE; \
+         INSERT INTO bver_refs ({REF_COLUMNS}) SELECT * FROM (VALUES {refs}) \
+         WHERE column1 IS NOT NULL AND {GUARD} ON CONFLICT (namespace, repo, id) DO UPDATE SET \
+         kind = excluded.kind, deleted = excluded.deleted; \
+         INSERT INTO bver_versions ({VERSION_COLUMNS}) SELECT * FROM (VALUES {rows}) \
+         WHERE column1 IS NOT NULL AND {GUARD}; \
+         INSERT INTO bver_events ({EVENT_COLUMNS}) SELECT * FROM (VALUES {rows}) \
+         WHERE column1 IS NOT NULL AND {GUARD}; "
+    );
+    for &n in firings {
+        let rows = sql::placeholders(Dialect::Sqlite, n, 14);
+        s.push_str(&format!(
+            "INSERT INTO bver_events ({EVENT_COLUMNS}) SELECT * FROM (VALUES {rows}) \
+             WHERE column1 IS NOT NULL AND {GUARD}; "
+        ));
+    }
+    s.push_str(
+        "UPDATE bver_outbox_seq SET value = ? WHERE id = 1 AND value = ?; \
+         SELECT changes(); COMMIT",
+    );
+    s
+}
