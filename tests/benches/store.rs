@@ -309,6 +309,10 @@ async fn run_backend(
     })
     .await;
     report(&patched);
+    eprintln!(
+        "  {backend:<8} writer after the patches: {:?}",
+        store.write_stats()
+    );
     figures.push(patched);
 
     // Sanity, not speed: every write above made exactly one event.

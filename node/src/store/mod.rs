@@ -286,6 +286,8 @@ impl Store {
             overlay: Default::default(),
             shapes: Default::default(),
             counters: Arc::clone(&counters),
+            received: 0,
+            answered: Default::default(),
         };
         tokio::spawn(writer.run(rx));
         Ok(Self {

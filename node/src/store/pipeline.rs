@@ -31,7 +31,7 @@
 //! everything that arrives after such a request while it waits, takes the full path, so that
 //! requests are applied in the order the writer received them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,6 +50,30 @@ use super::writer::{
 
 /// The most requests one pipelined batch holds (one padded statement).
 const MAX_ROWS: usize = 256;
+
+/// Below this many waiting callers a pipelined batch takes them all (see
+/// `Writer::batch_cap`).
+const MIN_SPLIT: u64 = 16;
+
+/// What waits for the writer, in the order received: the next pipelined batch (planned), the
+/// requests for the full path, and the requests that arrived when the next batch was full
+/// (not planned yet; admitted before anything received after them).
+#[derive(Default)]
+pub(crate) struct Queues {
+    pub(crate) next: Pending,
+    pub(crate) slow: Vec<WriteReq>,
+    pub(crate) held: VecDeque<WriteReq>,
+}
+
+impl Queues {
+    pub(crate) fn len(&self) -> usize {
+        self.next.len() + self.slow.len() + self.held.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// The next batch, planned as its requests arrive.
 #[derive(Default)]
@@ -102,13 +126,52 @@ impl Writer {
             && !matches!(m.change, Change::Restore { .. })
     }
 
-    /// Take `req` into the next batch: planned into `next` when it can be, else queued in
-    /// `slow` for the full path.
-    pub(crate) fn admit(&mut self, req: WriteReq, next: &mut Pending, slow: &mut Vec<WriteReq>) {
-        if !self.can_pipeline(&req, slow) || next.len() >= MAX_ROWS {
-            slow.push(req);
-            return;
+    /// How many requests the next pipelined batch takes: half of the callers waiting on the
+    /// writer (at least [`MIN_SPLIT`]). Callers come back with their next write only after
+    /// their batch's fsync; if one batch took them all, nobody would arrive while it runs and
+    /// the pipeline would idle between batches. Two halves alternate instead: one runs while
+    /// the other's callers are answered and come back.
+    fn batch_cap(&self) -> usize {
+        let waiting = self
+            .received
+            .saturating_sub(self.answered.load(Ordering::Relaxed));
+        usize::try_from(waiting.div_ceil(2).max(MIN_SPLIT))
+            .unwrap_or(MAX_ROWS)
+            .min(MAX_ROWS)
+    }
+
+    /// Take a request the writer received, in order after those it holds.
+    pub(crate) fn admit(&mut self, req: WriteReq, q: &mut Queues) {
+        self.received += 1;
+        if !q.held.is_empty() {
+            q.held.push_back(req);
+        } else if let Err(req) = self.place(req, q) {
+            q.held.push_back(req);
         }
+    }
+
+    /// Admit held requests while the next batch has room.
+    pub(crate) fn release_held(&mut self, q: &mut Queues) {
+        while let Some(req) = q.held.pop_front() {
+            if let Err(req) = self.place(req, q) {
+                q.held.push_front(req);
+                break;
+            }
+        }
+    }
+
+    /// Plan `req` into the next batch when it can be, else queue it for the full path; gives
+    /// it back when the next batch is full.
+    fn place(&mut self, req: WriteReq, q: &mut Queues) -> Result<(), WriteReq> {
+        if !self.can_pipeline(&req, &q.slow) {
+            q.slow.push(req);
+            return Ok(());
+        }
+        if q.next.len() >= self.batch_cap() {
+            return Err(req);
+        }
+        let next = &mut q.next;
+        let slow = &mut q.slow;
         let key = &req.mutation.key;
         if !self.overlay.contains_key(key) {
             let known = self.cache.as_deref().and_then(|cache| {
@@ -125,7 +188,7 @@ impl Writer {
                 // Not known (new, or evicted from the cache): read inside a transaction.
                 None => {
                     slow.push(req);
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -149,12 +212,13 @@ impl Writer {
         }
         next.results.push(results.pop().flatten());
         next.reqs.push(req);
+        Ok(())
     }
 
     /// Start the statement of `next`, planned on the counter and states the writer holds now
     /// (its predecessor has committed). A batch whose requests all failed in planning needs
     /// no statement: its answers wait for the sync of the commits before it.
-    pub(crate) fn submit(&mut self, next: Pending, slow: &mut Vec<WriteReq>) -> Option<InFlight> {
+    pub(crate) fn submit(&mut self, next: Pending, q: &mut Queues) -> Option<InFlight> {
         let Pending {
             reqs,
             mut results,
@@ -163,7 +227,8 @@ impl Writer {
             lifecycle,
         } = next;
         let (Some(counter), Backend::Sqlite { write, .. }) = (self.counter, &self.backend) else {
-            slow.extend(reqs);
+            // Its requests precede everything still queued.
+            q.slow.splice(0..0, reqs);
             return None;
         };
         let pool = write.clone();
@@ -273,8 +338,7 @@ impl Writer {
         &mut self,
         done: InFlight,
         outcome: Result<bool, sqlx::Error>,
-        next: &mut Pending,
-        slow: &mut Vec<WriteReq>,
+        q: &mut Queues,
     ) {
         match outcome {
             Ok(true) => {
@@ -316,8 +380,11 @@ impl Writer {
                     .fetch_add(1, Ordering::Relaxed);
                 self.counter = None;
                 self.overlay.clear();
-                slow.extend(done.reqs);
-                slow.extend(std::mem::take(next).reqs);
+                // In the order received: this batch, the next one, the full path's, the held.
+                let next = std::mem::take(&mut q.next).reqs;
+                let later = std::mem::take(&mut q.slow);
+                q.slow = done.reqs.into_iter().chain(next).chain(later).collect();
+                q.slow.extend(q.held.drain(..));
             }
         }
     }

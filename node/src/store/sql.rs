@@ -196,9 +196,13 @@ impl Stmt {
             ),
             // PostgreSQL: lock the references' rows (every writer of a reference locks its row
             // first), in a statement of its own so that the read after it, with a snapshot of
-            // its own, sees what a writer that held the lock committed.
+            // its own, sees what a writer that held the lock committed. In key order (the
+            // rows are locked as the sort emits them): two batches that share keys then wait
+            // for each other instead of deadlocking (which costs a second of
+            // `deadlock_timeout` and a retry).
             Self::LockRefs => format!(
-                "SELECT 1 FROM bver_refs WHERE (namespace, repo, id) IN (VALUES {values}) FOR UPDATE"
+                "SELECT 1 FROM bver_refs WHERE (namespace, repo, id) IN (VALUES {values}) \
+                 ORDER BY namespace, repo, id FOR UPDATE"
             ),
             Self::ReadVersions => format!(
                 "SELECT (SELECT value FROM bver_outbox_seq WHERE id = 1), \

@@ -32,7 +32,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cache::ReadCache;
-use super::pipeline::{InFlight, Pending};
+use super::pipeline::{InFlight, Queues};
 use super::sql::{self, Arg, Dialect, Statements, Stmt, chunks, i64_of, query_args};
 use super::types::{Change, ChangeType, Committed, Current, Mutation, RefKey, TriggerEvent};
 use super::{Backend, WriteCounters, storage_error};
@@ -74,6 +74,10 @@ pub(crate) struct Writer {
     /// The texts of pipelined statements by shape.
     pub(crate) shapes: HashMap<(usize, Vec<usize>), Arc<str>>,
     pub(crate) counters: Arc<WriteCounters>,
+    /// Requests the writer has received, and those answered: the difference is how many
+    /// callers wait on the writer (see `Writer::batch_cap`).
+    pub(crate) received: u64,
+    pub(crate) answered: Arc<AtomicU64>,
 }
 
 /// The writer's view of current states: its own commits still waiting for their fsync
@@ -144,7 +148,9 @@ fn finish(
     states: Vec<Arc<Current>>,
     last_seq: Option<u64>,
     replies: Replies,
+    answered: &AtomicU64,
 ) {
+    answered.fetch_add(replies.len() as u64, Ordering::Relaxed);
     if let Some((cache, clears)) = cache {
         cache.committed(clears, states);
     }
@@ -170,77 +176,76 @@ impl Writer {
     /// statement is running; the others wait for the full path ([`Self::commit_batch`]),
     /// which runs when nothing is in flight.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<WriteReq>) {
-        let mut next = Pending::default();
-        let mut slow: Vec<WriteReq> = Vec::with_capacity(self.max_batch);
+        let mut q = Queues::default();
         let mut in_flight: Option<InFlight> = None;
         let mut open = true;
         loop {
             if let Some(running) = in_flight.as_mut() {
-                let room = next.len() + slow.len() < self.max_batch;
+                let room = q.len() < self.max_batch;
                 tokio::select! {
                     biased;
                     outcome = &mut running.execution => {
                         if let Some(done) = in_flight.take() {
-                            self.complete(done, outcome, &mut next, &mut slow);
+                            self.complete(done, outcome, &mut q);
                         }
                     }
                     req = rx.recv(), if open && room => match req {
-                        Some(req) => self.admit(req, &mut next, &mut slow),
+                        Some(req) => self.admit(req, &mut q),
                         None => open = false,
                     },
                 }
                 continue;
             }
             // Nothing in flight: take what is queued, then run the next batch.
-            self.drain(&mut rx, &mut next, &mut slow);
-            if next.is_empty() && slow.is_empty() {
+            self.release_held(&mut q);
+            self.drain(&mut rx, &mut q);
+            if q.is_empty() {
                 if !open {
                     break;
                 }
                 // Idle: everything planned is committed and known to `recent` or the cache.
                 self.overlay.clear();
                 match rx.recv().await {
-                    Some(req) => self.admit(req, &mut next, &mut slow),
+                    Some(req) => self.admit(req, &mut q),
                     None => {
                         open = false;
                         continue;
                     }
                 }
-                let mut received = 1 + self.drain(&mut rx, &mut next, &mut slow);
-                // Callers answered by the previous commit are typically still on their way
-                // back with their next write: yield to the scheduler (no timer,
+                let mut received = 1 + self.drain(&mut rx, &mut q);
+                // Full path: callers answered by the previous commit are typically still on
+                // their way back with their next write: yield to the scheduler (no timer,
                 // microseconds) while that brings more, so that one wave of callers is one
-                // batch rather than two.
+                // batch rather than two. (A pipelined batch goes at once: whoever arrives
+                // while it runs is planned into the next one.)
                 for _ in 0..LINGER_YIELDS {
-                    if next.len() + slow.len() >= self.max_batch || received == 0 {
+                    if q.len() >= self.max_batch || received == 0 || !q.next.is_empty() {
                         break;
                     }
                     tokio::task::yield_now().await;
-                    received = self.drain(&mut rx, &mut next, &mut slow);
+                    received = self.drain(&mut rx, &mut q);
                 }
             }
-            if !next.is_empty() {
-                in_flight = self.submit(std::mem::take(&mut next), &mut slow);
-            } else if !slow.is_empty() {
+            if !q.next.is_empty() {
+                let next = std::mem::take(&mut q.next);
+                in_flight = self.submit(next, &mut q);
+                // Plan what waited for room while this batch runs.
+                self.release_held(&mut q);
+            } else if !q.slow.is_empty() {
                 self.overlay.clear();
-                self.commit_batch(&mut slow).await;
-                slow.clear();
+                let mut batch = std::mem::take(&mut q.slow);
+                self.commit_batch(&mut batch).await;
             }
         }
     }
 
     /// Admit queued requests (up to `max_batch` waiting); returns how many.
-    fn drain(
-        &mut self,
-        rx: &mut mpsc::Receiver<WriteReq>,
-        next: &mut Pending,
-        slow: &mut Vec<WriteReq>,
-    ) -> usize {
+    fn drain(&mut self, rx: &mut mpsc::Receiver<WriteReq>, q: &mut Queues) -> usize {
         let mut n = 0;
-        while next.len() + slow.len() < self.max_batch {
+        while q.len() < self.max_batch {
             match rx.try_recv() {
                 Ok(req) => {
-                    self.admit(req, next, slow);
+                    self.admit(req, q);
                     n += 1;
                 }
                 Err(_) => break,
@@ -279,6 +284,7 @@ impl Writer {
                 let clears = cache.as_deref().map_or(0, ReadCache::clears);
                 let head = self.last_seq.clone();
                 let synced = Arc::clone(&self.synced);
+                let answered = Arc::clone(&self.answered);
                 wal.after_sync(move |synced_ok| {
                     let replies = match synced_ok {
                         Ok(()) => replies,
@@ -296,6 +302,7 @@ impl Writer {
                         states,
                         last_seq,
                         replies,
+                        &answered,
                     );
                     synced.store(no, Ordering::Release);
                 });
@@ -306,6 +313,7 @@ impl Writer {
                 states,
                 last_seq,
                 replies,
+                &self.answered,
             ),
         }
     }
@@ -348,6 +356,8 @@ impl Writer {
                 self.counter = None;
                 tracing::error!(error = %e, size = batch.len(), "write batch failed");
                 let err = storage_error(&e);
+                self.answered
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for req in batch.drain(..) {
                     let _ = req.reply.send(Err(err.clone()));
                 }
