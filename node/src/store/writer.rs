@@ -212,18 +212,20 @@ impl Writer {
                         continue;
                     }
                 }
-                let mut received = 1 + self.drain(&mut rx, &mut q);
-                // Full path: callers answered by the previous commit are typically still on
-                // their way back with their next write: yield to the scheduler (no timer,
-                // microseconds) while that brings more, so that one wave of callers is one
-                // batch rather than two. (A pipelined batch goes at once: whoever arrives
-                // while it runs is planned into the next one.)
-                for _ in 0..LINGER_YIELDS {
-                    if q.len() >= self.max_batch || received == 0 || !q.next.is_empty() {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                    received = self.drain(&mut rx, &mut q);
+                self.drain(&mut rx, &mut q);
+            }
+            // Full path: callers answered by the previous commit are typically still on their
+            // way back with their next write: yield to the scheduler (no timer, microseconds)
+            // while each pass brings more, so that one wave of callers is one batch rather
+            // than two (each batch pays a commit; on PostgreSQL its fsync). A pipelined batch
+            // goes at once: whoever arrives while it runs is planned into the next one.
+            for _ in 0..LINGER_YIELDS {
+                if q.len() >= self.max_batch || !q.next.is_empty() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+                if self.drain(&mut rx, &mut q) == 0 {
+                    break;
                 }
             }
             if !q.next.is_empty() {
