@@ -37,15 +37,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bver_contracts::BverError;
+use bver_contracts::{BverError, ErrorCode, Phase};
 use sqlx::Row;
 
 use super::Backend;
 use super::sql::{self, Arg, query_args};
-use super::types::{Change, ChangeType, Committed, Current, RefKey};
+use super::types::{Change, Committed, Current};
 use super::writer::{
-    Known, Planned, Replies, WriteReq, Writer, event_args, firing_args, now_ms, nulls, plan,
-    ref_args, version_args,
+    Known, Planned, Replies, WriteReq, Writer, event_args, firing_args, lifecycle_rows, now_ms,
+    nulls, plan, ref_args, version_args,
 };
 
 /// The most requests one pipelined batch holds (one padded statement).
@@ -82,10 +82,6 @@ pub(crate) struct Pending {
     /// One per request: its error, or `None` when it is planned.
     results: Vec<Option<Result<Committed, BverError>>>,
     planned: Vec<Planned>,
-    /// The keys the batch changes, in the order first changed.
-    touched: Vec<RefKey>,
-    /// The keys whose row in `bver_refs` changes (created, deleted, new kind).
-    lifecycle: HashSet<RefKey>,
 }
 
 impl Pending {
@@ -98,9 +94,20 @@ impl Pending {
     }
 }
 
-/// The statement of a submitted batch: `Ok(true)` committed, `Ok(false)` the counter had
-/// moved and nothing was written, `Err` failed and rolled back.
-type Execution = Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send>>;
+/// How the statement of a submitted batch ended.
+pub(crate) enum Outcome {
+    /// Everything was written and committed.
+    Committed,
+    /// The counter had moved: nothing was written.
+    NotWritten,
+    /// The statement failed and was rolled back.
+    Failed(sqlx::Error),
+    /// The statement ran to its end (its `COMMIT` included) but did not answer as it must:
+    /// whether the batch is in the database is unknown, so it must not be applied again.
+    Unknown,
+}
+
+type Execution = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 /// A batch whose statement runs on the write connection's thread.
 pub(crate) struct InFlight {
@@ -170,8 +177,6 @@ impl Writer {
         if q.next.len() >= self.batch_cap() {
             return Err(req);
         }
-        let next = &mut q.next;
-        let slow = &mut q.slow;
         let key = &req.mutation.key;
         if !self.overlay.contains_key(key) {
             let known = self.cache.as_deref().and_then(|cache| {
@@ -187,7 +192,7 @@ impl Writer {
                 }
                 // Not known (new, or evicted from the cache): read inside a transaction.
                 None => {
-                    slow.push(req);
+                    q.slow.push(req);
                     return Ok(());
                 }
             }
@@ -199,17 +204,12 @@ impl Writer {
             &mut HashMap::new(),
             now_ms(),
         );
+        let next = &mut q.next;
         let index = next.reqs.len();
-        for mut p in planned {
+        next.planned.extend(planned.into_iter().map(|mut p| {
             p.index = index;
-            if !next.touched.contains(&p.committed.key) {
-                next.touched.push(p.committed.key.clone());
-            }
-            if p.committed.change != ChangeType::Updated {
-                next.lifecycle.insert(p.committed.key.clone());
-            }
-            next.planned.push(p);
-        }
+            p
+        }));
         next.results.push(results.pop().flatten());
         next.reqs.push(req);
         Ok(())
@@ -223,8 +223,6 @@ impl Writer {
             reqs,
             mut results,
             mut planned,
-            touched,
-            lifecycle,
         } = next;
         let (Some(counter), Backend::Sqlite { write, .. }) = (self.counter, &self.backend) else {
             // Its requests precede everything still queued.
@@ -232,10 +230,7 @@ impl Writer {
             return None;
         };
         let pool = write.clone();
-        if !self.recent.is_empty() {
-            let synced = self.synced.load(Ordering::Acquire);
-            self.recent.retain(|_, (no, _)| *no > synced);
-        }
+        self.prune_recent();
         if planned.is_empty() {
             let replies: Replies = reqs
                 .into_iter()
@@ -252,24 +247,6 @@ impl Writer {
         let fired = planned.iter().map(|p| p.fired.len()).sum::<usize>();
         let new_counter = counter + n + fired as i64;
 
-        // The final state of each changed key (the newest plan of it is in the overlay), and
-        // the row texts of its last version for the keys whose `bver_refs` row changes.
-        let states: Vec<Arc<Current>> = touched
-            .iter()
-            .filter_map(|k| self.overlay.get(k).cloned())
-            .collect();
-        let mut seen = HashSet::with_capacity(lifecycle.len());
-        let changed: Vec<(Arc<Current>, _)> = planned
-            .iter()
-            .rev()
-            .filter(|p| lifecycle.contains(&p.committed.key) && seen.insert(&p.committed.key))
-            .filter_map(|p| {
-                self.overlay
-                    .get(&p.committed.key)
-                    .map(|c| (Arc::clone(c), p.texts.clone()))
-            })
-            .collect();
-
         let size = sql::padded_chunks(planned.len())
             .first()
             .map_or(1, |(_, size)| *size);
@@ -278,6 +255,15 @@ impl Writer {
             .map(|(_, s)| s)
             .collect();
         let text = self.pipelined_text(size, &firing_sizes);
+        // The final state of each key the batch changes (the newest plan of it is in the
+        // overlay), for the read cache, and the reference rows it changes.
+        let mut seen = HashSet::with_capacity(planned.len());
+        let states: Vec<Arc<Current>> = planned
+            .iter()
+            .filter(|p| seen.insert(&p.committed.key))
+            .filter_map(|p| self.overlay.get(&p.committed.key).cloned())
+            .collect();
+        let changed = lifecycle_rows(&planned, &self.overlay);
         let epoch: Arc<str> = Arc::from(self.epoch.as_str());
         let guard = || Arg::Int(counter);
         let rows = planned.len();
@@ -303,18 +289,40 @@ impl Writer {
         }
         args.extend([Arg::Int(new_counter), guard()]);
 
+        let query = match (|| {
+            Ok::<_, sqlx::Error>(query_args!(sqlx::sqlite::SqliteArguments, text, args))
+        })() {
+            Ok(query) => query,
+            Err(e) => {
+                // An argument that does not encode: nothing ran; the full path reports it.
+                tracing::warn!(error = %e, "a pipelined batch could not be bound; retrying it on the full path");
+                q.slow.splice(0..0, reqs);
+                self.counter = None;
+                return None;
+            }
+        };
         let execution: Execution = Box::pin(async move {
-            let query = query_args!(sqlx::sqlite::SqliteArguments, text, args);
-            let mut conn = pool.acquire().await?;
+            let mut conn = match pool.acquire().await {
+                Ok(conn) => conn,
+                Err(e) => return Outcome::Failed(e),
+            };
             match query.fetch_all(&mut *conn).await {
-                Ok(rows) => {
-                    let written: i64 = rows.first().ok_or(sqlx::Error::RowNotFound)?.try_get(0)?;
-                    Ok(written == 1)
-                }
+                // `SELECT changes()`: 1 if the counter's update, and so every guarded write
+                // before it, happened.
+                Ok(rows) => match rows.first().map(|r| r.try_get::<i64, _>(0)) {
+                    Some(Ok(1)) => Outcome::Committed,
+                    Some(Ok(0)) => Outcome::NotWritten,
+                    _ => Outcome::Unknown,
+                },
                 Err(e) => {
-                    // Whatever the statement did is undone (an error if nothing is open).
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    Err(e)
+                    // Undo whatever the statement did (an error if nothing is open, which is
+                    // fine; any other failure leaves the connection in doubt, so it is said).
+                    if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+                        && !rollback.to_string().contains("no transaction is active")
+                    {
+                        tracing::warn!(error = %rollback, "rollback after a failed pipelined batch failed");
+                    }
+                    Outcome::Failed(e)
                 }
             }
         });
@@ -334,14 +342,9 @@ impl Writer {
     /// The statement of `done` finished with `outcome`. On success its callers are answered
     /// after the sync; otherwise its requests, then those of `next` (planned on top of it),
     /// go to the full path.
-    pub(crate) fn complete(
-        &mut self,
-        done: InFlight,
-        outcome: Result<bool, sqlx::Error>,
-        q: &mut Queues,
-    ) {
+    pub(crate) fn complete(&mut self, done: InFlight, outcome: Outcome, q: &mut Queues) {
         match outcome {
-            Ok(true) => {
+            Outcome::Committed => {
                 self.counter = Some(done.counter);
                 self.counters
                     .pipelined_batches
@@ -365,10 +368,33 @@ impl Writer {
                     .collect();
                 self.committed(replies, done.states, done.last_seq);
             }
+            Outcome::Unknown => {
+                // Neither retried (it may be in the database) nor reported as done.
+                tracing::error!(
+                    size = done.reqs.len(),
+                    "a pipelined batch ended without its check row; its outcome is unknown"
+                );
+                self.distrust();
+                self.counter = None;
+                self.overlay.clear();
+                let err = BverError::new(
+                    ErrorCode::StorageError,
+                    Phase::Storage,
+                    "the outcome of the write is unknown; read the reference before repeating it",
+                );
+                let replies: Replies = done
+                    .reqs
+                    .into_iter()
+                    .map(|r| (r.reply, Err(err.clone())))
+                    .collect();
+                self.committed(replies, Vec::new(), None);
+                let next = std::mem::take(&mut q.next).reqs;
+                q.slow.splice(0..0, next);
+            }
             outcome => {
                 match outcome {
-                    Err(e) => {
-                        tracing::debug!(error = %e, "pipelined batch failed; retrying it on the full path");
+                    Outcome::Failed(e) => {
+                        tracing::warn!(error = %e, "pipelined batch failed; retrying it on the full path");
                         self.distrust();
                     }
                     _ => tracing::debug!(

@@ -256,6 +256,14 @@ impl Writer {
         n
     }
 
+    /// Forget the unsynced states of batches that have become durable (the cache has them).
+    pub(crate) fn prune_recent(&mut self) {
+        if !self.recent.is_empty() {
+            let synced = self.synced.load(Ordering::Acquire);
+            self.recent.retain(|_, (no, _)| *no > synced);
+        }
+    }
+
     /// Stop trusting what the writer knows of the database: the next full batch reads it again
     /// and empties the read cache.
     pub(crate) fn distrust(&self) {
@@ -321,10 +329,7 @@ impl Writer {
     }
 
     async fn commit_batch(&mut self, batch: &mut Vec<WriteReq>) {
-        if !self.recent.is_empty() {
-            let synced = self.synced.load(Ordering::Acquire);
-            self.recent.retain(|_, (no, _)| *no > synced);
-        }
+        self.prune_recent();
         let mutations: Vec<&Mutation> = batch.iter().map(|r| &r.mutation).collect();
         let mut attempt = 0;
         let outcome = loop {
@@ -425,7 +430,7 @@ struct BatchOutcome {
 
 /// The answer to callers whose commit is in the database but whose fsync failed: the write
 /// may or may not survive a power loss, and repeating it would apply it twice.
-fn unsynced_error(e: &std::io::Error) -> BverError {
+pub(crate) fn unsynced_error(e: &std::io::Error) -> BverError {
     BverError::new(
         ErrorCode::StorageError,
         Phase::Storage,
@@ -802,6 +807,32 @@ fn apply(
     })
 }
 
+/// The reference rows a batch changes: for each key created, deleted, restored or given
+/// another kind in `planned`, its final state in `current` and the row texts of its last
+/// version. A patch or a replace only adds a version (the current value is the newest
+/// version's).
+pub(crate) fn lifecycle_rows<'c>(
+    planned: &[Planned],
+    current: &'c HashMap<RefKey, Arc<Current>>,
+) -> Vec<(&'c Current, RowTexts)> {
+    let lifecycle: HashSet<&RefKey> = planned
+        .iter()
+        .filter(|p| p.committed.change != ChangeType::Updated)
+        .map(|p| &p.committed.key)
+        .collect();
+    let mut seen = HashSet::with_capacity(lifecycle.len());
+    planned
+        .iter()
+        .rev()
+        .filter(|p| lifecycle.contains(&p.committed.key) && seen.insert(&p.committed.key))
+        .filter_map(|p| {
+            current
+                .get(&p.committed.key)
+                .map(|c| (&**c, p.texts.clone()))
+        })
+        .collect()
+}
+
 /// The bind arguments of one reference row ([`sql::REF_COLUMNS`]).
 pub(crate) fn ref_args(c: &Current, t: &RowTexts) -> [Arg; sql::REF_COLUMN_COUNT] {
     [
@@ -1045,20 +1076,7 @@ macro_rules! commit_in {
             // The final state of each key whose row in `bver_refs` changes: created, deleted,
             // restored or given another kind in this batch. A patch or a replace only adds a
             // version (the current value is the newest version's).
-            let changed: Vec<(&Current, RowTexts)> = {
-                let lifecycle: HashSet<&RefKey> = planned
-                    .iter()
-                    .filter(|p| p.committed.change != ChangeType::Updated)
-                    .map(|p| &p.committed.key)
-                    .collect();
-                let mut seen = HashSet::with_capacity(lifecycle.len());
-                planned
-                    .iter()
-                    .rev()
-                    .filter(|p| lifecycle.contains(&p.committed.key) && seen.insert(&p.committed.key))
-                    .filter_map(|p| current.get(&p.committed.key).map(|c| (&**c, p.texts.clone())))
-                    .collect()
-            };
+            let changed = lifecycle_rows(&planned, &current);
             let epoch: Arc<str> = Arc::from($epoch.as_str());
             let n = planned.len() as i64;
             // Named trigger firings: one more event each, numbered after the built-in ones.
