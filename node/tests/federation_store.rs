@@ -89,6 +89,41 @@ both_backends! {
         assert_eq!(store.subscription("s").await.unwrap().unwrap().seq, 1);
     }
 
+    async fn a_large_batch_applies_in_order_across_statement_chunks(db) {
+        // 600 events, one in five without a local trigger: several multi-row statements in one
+        // transaction, numbered densely in order.
+        let store = db.open().await;
+        let batch: Vec<RemoteEffect> =
+            (1..=600).map(|n| effect(n, &format!("r{}", n % 50), n, n % 5 != 0)).collect();
+        let a = store.apply_remote("big", "sites", "site_changes", "e1", &batch).await.unwrap();
+        assert_eq!((a.applied, a.duplicates, a.last_local_seq), (600, 0, Some(480)));
+        let events = store.events_after(0, 10_000).await.unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=480).collect::<Vec<u64>>());
+        let origins: Vec<String> = events.iter().map(|e| e.provenance.request_id.clone()).collect();
+        let expected: Vec<String> =
+            (1..=600).filter(|n| n % 5 != 0).map(|n| format!("sites/e1/{n}")).collect();
+        assert_eq!(origins, expected);
+        let row = store.subscription("big").await.unwrap().unwrap();
+        assert_eq!((row.seq, row.applied), (600, 600));
+        // The newest version of each cached reference won.
+        let c = store.cached(&RefKey::new("sites", "site", "r0")).await.unwrap().unwrap();
+        assert_eq!(c.version, 600);
+        // The same batch again: nothing applied, nothing appended, the cursor unchanged.
+        let a = store.apply_remote("big", "sites", "site_changes", "e1", &batch).await.unwrap();
+        assert_eq!((a.applied, a.duplicates, a.last_local_seq), (0, 600, None));
+        assert_eq!(store.outbox_head().await.unwrap(), 480);
+        assert_eq!(store.subscription("big").await.unwrap().unwrap().applied, 600);
+        // A batch with no local trigger at all still moves the cursor.
+        let quiet: Vec<RemoteEffect> = (601..=603).map(|n| effect(n, "q", n, false)).collect();
+        let a = store.apply_remote("big", "sites", "site_changes", "e1", &quiet).await.unwrap();
+        assert_eq!((a.applied, a.last_local_seq), (3, None));
+        assert_eq!(store.subscription("big").await.unwrap().unwrap().seq, 603);
+        // Local writes go on numbering after them.
+        create(&store, "after").await;
+        assert_eq!(store.outbox_head().await.unwrap(), 482);
+    }
+
     async fn another_process_commits_reach_the_head_watch_by_refresh(db) {
         let reader = db.open().await;
         let writer = db.open().await;

@@ -140,7 +140,8 @@ where
     })
 }
 
-/// The statements of one apply, written once and run on either backend's transaction.
+/// The statements of one apply on PostgreSQL, one round trip each (SQLite takes fewer round
+/// trips: [`apply_sqlite`]). The `$pg` flag and the arguments type keep it backend-neutral.
 macro_rules! apply_in {
     ($tx:ident, $args_ty:ty, $pg:expr, $stmts:expr, $name:expr, $peer:expr, $channel:expr, $epoch:expr, $effects:expr, $local_epoch:expr) => {{
         let stmts: &sql::Statements = $stmts;
@@ -278,6 +279,239 @@ macro_rules! apply_in {
     }};
 }
 
+/// SQLite: [`Store::apply_remote`]'s transaction in as few round trips to the write
+/// connection's thread as its size allows, since each one is a hand-off between threads:
+/// `BEGIN IMMEDIATE` with the read of the cursor and the outbox counter (the whole database is
+/// locked from there on, so both stay as read), then the cache rows, then the local events in
+/// padded chunks of up to 256 rows, the last one in one script with the cursor, the counter
+/// and the `COMMIT`. A small batch is two round trips instead of seven. Any failure rolls the
+/// transaction back; the caller retries.
+async fn apply_sqlite(
+    write: &sqlx::SqlitePool,
+    name: &str,
+    peer: &str,
+    channel: &str,
+    epoch: &str,
+    effects: &[RemoteEffect],
+    local_epoch: &str,
+) -> Result<Applied, sqlx::Error> {
+    let mut guard = CloseIfCancelled(Some(write.acquire().await?));
+    let Some(conn) = guard.0.as_mut() else {
+        unreachable!("the guard holds the connection until the end")
+    };
+    let r = apply_sqlite_on(conn, name, peer, channel, epoch, effects, local_epoch).await;
+    if r.is_err()
+        && let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut **conn).await
+        && !rollback.to_string().contains("no transaction is active")
+    {
+        tracing::warn!(error = %rollback, "rollback after a failed apply of remote events failed");
+    }
+    // Finished (committed or rolled back): the connection goes back to the pool.
+    drop(guard.0.take());
+    r
+}
+
+/// The write connection of an apply in progress. If the apply is cancelled (its future
+/// dropped, as when a subscription is stopped), the connection may be inside an open
+/// transaction: it is closed rather than handed back to the pool, which rolls the transaction
+/// back; the pool opens a new one.
+struct CloseIfCancelled(Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>);
+
+impl Drop for CloseIfCancelled {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}
+
+async fn apply_sqlite_on(
+    conn: &mut sqlx::SqliteConnection,
+    name: &str,
+    peer: &str,
+    channel: &str,
+    epoch: &str,
+    effects: &[RemoteEffect],
+    local_epoch: &str,
+) -> Result<Applied, sqlx::Error> {
+    let texts = sqlite_apply_texts();
+    let row = sqlx::query(sqlx::AssertSqlSafe(Arc::clone(&texts.begin)))
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+    let stored_epoch: Option<String> = row.try_get(0)?;
+    let stored_seq: Option<i64> = row.try_get(1)?;
+    let counter: i64 = row.try_get(2)?;
+    let after = match (stored_epoch, stored_seq) {
+        (Some(e), Some(seq)) if e == epoch => u64_of(seq),
+        _ => 0,
+    };
+    let fresh: Vec<&RemoteEffect> = effects.iter().filter(|e| e.origin_seq > after).collect();
+    let duplicates = (effects.len() - fresh.len()) as u64;
+    let Some(last) = fresh.last() else {
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        return Ok(Applied {
+            applied: 0,
+            duplicates,
+            last_local_seq: None,
+        });
+    };
+    let now = now_ms();
+    for e in fresh.iter().filter(|e| e.cache) {
+        let deleted = e.change == ChangeType::Deleted;
+        let value = e.value.clone().unwrap_or(Value::Null);
+        sqlx::query(sqlx::AssertSqlSafe(Arc::clone(&texts.cache_put)))
+            .bind(&e.key.namespace)
+            .bind(&e.key.repo)
+            .bind(&e.key.id)
+            .bind(&e.kind)
+            .bind(value.to_string())
+            .bind(i64_of(e.version))
+            .bind(deleted)
+            .bind(e.at)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let emitted: Vec<(&RemoteEffect, &str)> = fresh
+        .iter()
+        .filter_map(|e| e.trigger.as_deref().map(|t| (*e, t)))
+        .collect();
+    let shared = |v: String| Arg::Shared(Arc::from(v));
+    let (local_epoch, principal, operation) = (
+        shared(local_epoch.to_owned()),
+        shared(format!("peer:{peer}")),
+        shared(format!("eager.{channel}")),
+    );
+    let row_args = |i: usize, (e, trigger): &(&RemoteEffect, &str)| {
+        [
+            Arg::Int(counter + 1 + i as i64),
+            local_epoch.clone(),
+            Arg::Text((*trigger).to_owned()),
+            Arg::Text(e.key.namespace.clone()),
+            Arg::Text(e.key.repo.clone()),
+            Arg::Text(e.key.id.clone()),
+            Arg::Int(i64_of(e.version)),
+            Arg::OptText(e.kind.clone()),
+            Arg::Text(e.change.as_str().to_owned()),
+            Arg::Text(e.diff.to_string()),
+            principal.clone(),
+            operation.clone(),
+            Arg::Text(format!("{peer}/{epoch}/{}", e.origin_seq)),
+            Arg::Int(now),
+        ]
+    };
+    let padding =
+        |rows: usize, size: usize| std::iter::repeat_n(Arg::OptText(None), (size - rows) * 14);
+    let cursor_args = |counter_after: i64| {
+        [
+            Arg::Text(name.to_owned()),
+            Arg::Text(peer.to_owned()),
+            Arg::Text(channel.to_owned()),
+            Arg::Text(epoch.to_owned()),
+            Arg::Int(i64_of(last.origin_seq)),
+            Arg::Int(fresh.len() as i64),
+            Arg::Int(now),
+            Arg::Int(counter_after),
+        ]
+    };
+    let chunks = sql::padded_chunks(emitted.len());
+    let counter_after = counter + emitted.len() as i64;
+    let mut done = 0;
+    for (k, &(rows, size)) in chunks.iter().enumerate() {
+        let part = &emitted[done..done + rows];
+        let events = part
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| row_args(done + i, e))
+            .chain(padding(rows, size));
+        if k + 1 == chunks.len() {
+            let text = &texts.last_chunk[size.trailing_zeros() as usize];
+            query_args!(
+                sqlx::sqlite::SqliteArguments,
+                sqlx::AssertSqlSafe(Arc::clone(text)),
+                events.chain(cursor_args(counter_after))
+            )
+            .execute(&mut *conn)
+            .await?;
+        } else {
+            query_args!(
+                sqlx::sqlite::SqliteArguments,
+                sqlx::AssertSqlSafe(Arc::clone(&texts.chunk)),
+                events
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+        done += rows;
+    }
+    if chunks.is_empty() {
+        query_args!(
+            sqlx::sqlite::SqliteArguments,
+            sqlx::AssertSqlSafe(Arc::clone(&texts.finish)),
+            cursor_args(counter)
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Applied {
+        applied: fresh.len() as u64,
+        duplicates,
+        last_local_seq: (!emitted.is_empty()).then_some(u64_of(counter_after)),
+    })
+}
+
+/// The texts of [`apply_sqlite`], made once.
+struct SqliteApplyTexts {
+    /// `BEGIN IMMEDIATE` and the cursor (epoch, seq; NULLs without a row) with the counter.
+    begin: Arc<str>,
+    /// One cache row.
+    cache_put: Arc<str>,
+    /// 256 padded event rows.
+    chunk: Arc<str>,
+    /// The cursor and the counter (anonymous parameters, after any event rows), then `COMMIT`.
+    finish: Arc<str>,
+    /// By `log2(padded size)`: that many event rows, then [`Self::finish`].
+    last_chunk: Vec<Arc<str>>,
+}
+
+fn sqlite_apply_texts() -> &'static SqliteApplyTexts {
+    static TEXTS: std::sync::OnceLock<SqliteApplyTexts> = std::sync::OnceLock::new();
+    TEXTS.get_or_init(|| {
+        let events = |size: usize| {
+            format!(
+                "INSERT INTO bver_events ({}) SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL; ",
+                sql::EVENT_COLUMNS,
+                sql::placeholders(sql::Dialect::Sqlite, size, 14)
+            )
+        };
+        let finish = "INSERT INTO bver_subscriptions (name, peer, channel, epoch, seq, applied, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET peer = excluded.peer, \
+             channel = excluded.channel, epoch = excluded.epoch, seq = excluded.seq, \
+             applied = bver_subscriptions.applied + excluded.applied, updated_at = excluded.updated_at; \
+             UPDATE bver_outbox_seq SET value = ? WHERE id = 1; COMMIT"
+            .to_owned();
+        SqliteApplyTexts {
+            begin: Arc::from(
+                "BEGIN IMMEDIATE; SELECT s.epoch, s.seq, c.value FROM bver_outbox_seq AS c \
+                 LEFT JOIN bver_subscriptions AS s ON s.name = ? WHERE c.id = 1",
+            ),
+            cache_put: Arc::from(format!(
+                "INSERT INTO bver_remote_cache ({CACHE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (namespace, repo, id) DO UPDATE SET kind = excluded.kind, value = excluded.value, \
+                 version = excluded.version, deleted = excluded.deleted, updated_at = excluded.updated_at, \
+                 fetched_at = excluded.fetched_at WHERE bver_remote_cache.version <= excluded.version"
+            )),
+            chunk: Arc::from(events(256)),
+            last_chunk: sql::PADDED_SIZES
+                .iter()
+                .map(|&size| Arc::from(format!("{}{finish}", events(size))))
+                .collect(),
+            finish: Arc::from(finish),
+        }
+    })
+}
+
 impl Store {
     /// The highest committed outbox sequence number (read from the database).
     pub async fn outbox_head(&self) -> Result<u64, BverError> {
@@ -401,24 +635,7 @@ impl Store {
             attempt += 1;
             let r = match &self.inner.backend {
                 Backend::Sqlite { write, .. } => {
-                    async {
-                        let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                        let out = apply_in!(
-                            tx,
-                            sqlx::sqlite::SqliteArguments,
-                            false,
-                            &self.inner.statements,
-                            name,
-                            peer,
-                            channel,
-                            epoch,
-                            effects,
-                            &local_epoch
-                        )?;
-                        tx.commit().await?;
-                        Ok::<_, sqlx::Error>(out)
-                    }
-                    .await
+                    apply_sqlite(write, name, peer, channel, epoch, effects, &local_epoch).await
                 }
                 Backend::Postgres { pool } => {
                     async {
