@@ -315,13 +315,7 @@ impl Writer {
                     _ => Outcome::Unknown,
                 },
                 Err(e) => {
-                    // Undo whatever the statement did (an error if nothing is open, which is
-                    // fine; any other failure leaves the connection in doubt, so it is said).
-                    if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await
-                        && !rollback.to_string().contains("no transaction is active")
-                    {
-                        tracing::warn!(error = %rollback, "rollback after a failed pipelined batch failed");
-                    }
+                    sql::rollback_after_failure(&mut conn, "a pipelined batch").await;
                     Outcome::Failed(e)
                 }
             }

@@ -140,171 +140,244 @@ where
     })
 }
 
-/// The statements of one apply on PostgreSQL, one round trip each (SQLite takes fewer round
-/// trips: [`apply_sqlite`]). The `$pg` flag and the arguments type keep it backend-neutral.
-macro_rules! apply_in {
-    ($tx:ident, $args_ty:ty, $pg:expr, $stmts:expr, $name:expr, $peer:expr, $channel:expr, $epoch:expr, $effects:expr, $local_epoch:expr) => {{
-        let stmts: &sql::Statements = $stmts;
-        // Make sure the cursor row exists before it is read and locked: with no row there is
-        // nothing to lock, and two processes applying a subscription's very first batch at
-        // once would both apply it. The row is `(epoch, seq 0)`, "nothing applied yet in this
-        // epoch", the same as no row for the filter below. On PostgreSQL a second
-        // transaction's insert waits for the first one's uncommitted row and then does
-        // nothing, and its `FOR UPDATE` read (a new snapshot under READ COMMITTED) sees the
-        // committed cursor; nobody else ever sees a row of a transaction that rolled back.
-        sqlx::query(
-            "INSERT INTO bver_subscriptions (name, peer, channel, epoch, seq, applied, updated_at) \
-             VALUES ($1, $2, $3, $4, 0, 0, $5) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind($name)
-        .bind($peer)
-        .bind($channel)
-        .bind($epoch)
-        .bind(now_ms())
-        .execute(&mut *$tx)
-        .await?;
-        let lock = if $pg { " FOR UPDATE" } else { "" };
-        let stored = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SUB_COLUMNS} FROM bver_subscriptions WHERE name = $1{lock}"
-        )))
-        .bind($name)
-        .fetch_optional(&mut *$tx)
-        .await?
-        .map(|r| sub_of(&r))
-        .transpose()?;
-        let after = match &stored {
-            Some(s) if s.epoch == $epoch => s.seq,
+/// Upsert of one row of the remote resolution cache (a newer version already cached wins).
+const CACHE_UPSERT: &str = "INSERT INTO bver_remote_cache (namespace, repo, id, kind, value, version, deleted, updated_at, fetched_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (namespace, repo, id) DO UPDATE SET kind = excluded.kind, value = excluded.value, \
+     version = excluded.version, deleted = excluded.deleted, updated_at = excluded.updated_at, \
+     fetched_at = excluded.fetched_at WHERE bver_remote_cache.version <= excluded.version";
+
+/// Upsert of a subscription's cursor after a batch ([`cursor_row`]'s seven values).
+fn cursor_upsert(dialect: sql::Dialect) -> String {
+    format!(
+        "INSERT INTO bver_subscriptions ({SUB_COLUMNS}) VALUES {} ON CONFLICT (name) DO UPDATE SET \
+         peer = excluded.peer, channel = excluded.channel, epoch = excluded.epoch, seq = excluded.seq, \
+         applied = bver_subscriptions.applied + excluded.applied, updated_at = excluded.updated_at",
+        sql::placeholders(dialect, 1, 7)
+    )
+}
+
+/// The values of [`cursor_upsert`]: the cursor at `seq` after `applied` more events.
+fn cursor_row(b: &Batch<'_>, seq: u64, applied: usize, now: i64) -> [Arg; 7] {
+    [
+        Arg::Text(b.name.to_owned()),
+        Arg::Text(b.peer.to_owned()),
+        Arg::Text(b.channel.to_owned()),
+        Arg::Text(b.epoch.to_owned()),
+        Arg::Int(i64_of(seq)),
+        Arg::Int(applied as i64),
+        Arg::Int(now),
+    ]
+}
+
+/// The values of [`CACHE_UPSERT`] for `e`.
+fn cache_row(e: &RemoteEffect, now: i64) -> [Arg; 9] {
+    [
+        Arg::Text(e.key.namespace.clone()),
+        Arg::Text(e.key.repo.clone()),
+        Arg::Text(e.key.id.clone()),
+        Arg::OptText(e.kind.clone()),
+        Arg::Text(e.value.as_ref().unwrap_or(&Value::Null).to_string()),
+        Arg::Int(i64_of(e.version)),
+        Arg::Bool(e.change == ChangeType::Deleted),
+        Arg::Int(e.at),
+        Arg::Int(now),
+    ]
+}
+
+/// One apply's batch: whose events, from where.
+struct Batch<'a> {
+    name: &'a str,
+    peer: &'a str,
+    channel: &'a str,
+    epoch: &'a str,
+    effects: &'a [RemoteEffect],
+}
+
+impl<'a> Batch<'a> {
+    /// The events after the stored cursor (`(epoch, seq)`, if any): the others were applied.
+    fn fresh(&self, stored: Option<(&str, u64)>) -> Vec<&'a RemoteEffect> {
+        let after = match stored {
+            Some((epoch, seq)) if epoch == self.epoch => seq,
             _ => 0,
         };
-        let fresh: Vec<&RemoteEffect> = $effects.iter().filter(|e| e.origin_seq > after).collect();
-        let duplicates = ($effects.len() - fresh.len()) as u64;
-        let now = now_ms();
-        let mut last_local_seq = None;
-        if let Some(last) = fresh.last() {
-            for e in fresh.iter().filter(|e| e.cache) {
-                let deleted = e.change == ChangeType::Deleted;
-                let value = e.value.clone().unwrap_or(Value::Null);
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO bver_remote_cache ({CACHE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                     ON CONFLICT (namespace, repo, id) DO UPDATE SET kind = excluded.kind, value = excluded.value, \
-                     version = excluded.version, deleted = excluded.deleted, updated_at = excluded.updated_at, \
-                     fetched_at = excluded.fetched_at WHERE bver_remote_cache.version <= excluded.version"
-                )))
-                .bind(&e.key.namespace)
-                .bind(&e.key.repo)
-                .bind(&e.key.id)
-                .bind(&e.kind)
-                .bind(value.to_string())
-                .bind(i64_of(e.version))
-                .bind(deleted)
-                .bind(e.at)
-                .bind(now)
-                .execute(&mut *$tx)
-                .await?;
-            }
-            sqlx::query(
-                "INSERT INTO bver_subscriptions (name, peer, channel, epoch, seq, applied, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO UPDATE SET peer = excluded.peer, \
-                 channel = excluded.channel, epoch = excluded.epoch, seq = excluded.seq, \
-                 applied = bver_subscriptions.applied + excluded.applied, updated_at = excluded.updated_at",
-            )
-            .bind($name)
-            .bind($peer)
-            .bind($channel)
-            .bind($epoch)
-            .bind(i64_of(last.origin_seq))
-            .bind(fresh.len() as i64)
-            .bind(now)
-            .execute(&mut *$tx)
-            .await?;
-            let emitted: Vec<(&RemoteEffect, &str)> = fresh
-                .iter()
-                .filter_map(|e| e.trigger.as_deref().map(|t| (*e, t)))
-                .collect();
-            if !emitted.is_empty() {
-                let n = emitted.len() as i64;
-                // The outbox counter: on PostgreSQL its row lock is held to commit, so
-                // sequence order stays commit order (see the writer's module docs); on SQLite
-                // the transaction is exclusive.
-                let last: i64 = sqlx::query(
-                    "UPDATE bver_outbox_seq SET value = value + $1 WHERE id = 1 RETURNING value",
-                )
-                .bind(n)
-                .fetch_one(&mut *$tx)
-                .await?
-                .try_get(0)?;
-                let first = last - n + 1;
-                // One multi-row statement per chunk (one round trip each on SQLite), not one
-                // per event.
-                let shared = |v: String| Arg::Shared(Arc::from(v));
-                let (local_epoch, principal, operation) = (
-                    shared($local_epoch.to_owned()),
-                    shared(format!("peer:{}", $peer)),
-                    shared(format!("eager.{}", $channel)),
-                );
-                let mut done = 0;
-                for size in sql::chunks(emitted.len()) {
-                    let part = &emitted[done..done + size];
-                    let args = part.iter().enumerate().flat_map(|(i, (e, trigger))| {
-                        [
-                            Arg::Int(first + (done + i) as i64),
-                            local_epoch.clone(),
-                            Arg::Text((*trigger).to_owned()),
-                            Arg::Text(e.key.namespace.clone()),
-                            Arg::Text(e.key.repo.clone()),
-                            Arg::Text(e.key.id.clone()),
-                            Arg::Int(i64_of(e.version)),
-                            Arg::OptText(e.kind.clone()),
-                            Arg::Text(e.change.as_str().to_owned()),
-                            Arg::Text(e.diff.to_string()),
-                            principal.clone(),
-                            operation.clone(),
-                            Arg::Text(format!("{}/{}/{}", $peer, $epoch, e.origin_seq)),
-                            Arg::Int(now),
-                        ]
-                    });
-                    query_args!($args_ty, stmts.get(Stmt::InsertEvents, size), args)
-                        .execute(&mut *$tx)
-                        .await?;
-                    done += size;
-                }
-                last_local_seq = Some(u64_of(last));
-            }
+        self.effects
+            .iter()
+            .filter(|e| e.origin_seq > after)
+            .collect()
+    }
+
+    /// The fresh events that append a local trigger event, with their trigger.
+    fn emitted(fresh: &[&'a RemoteEffect]) -> Vec<(&'a RemoteEffect, &'a str)> {
+        fresh
+            .iter()
+            .filter_map(|e| e.trigger.as_deref().map(|t| (*e, t)))
+            .collect()
+    }
+}
+
+/// The local outbox rows ([`sql::EVENT_COLUMNS`]) of a batch's emitted events.
+struct LocalEvents<'a> {
+    batch: &'a Batch<'a>,
+    epoch: Arg,
+    principal: Arg,
+    operation: Arg,
+    now: i64,
+}
+
+impl<'a> LocalEvents<'a> {
+    fn new(batch: &'a Batch<'a>, local_epoch: &str, now: i64) -> Self {
+        let shared = |v: String| Arg::Shared(Arc::from(v));
+        Self {
+            batch,
+            epoch: shared(local_epoch.to_owned()),
+            principal: shared(format!("peer:{}", batch.peer)),
+            operation: shared(format!("eager.{}", batch.channel)),
+            now,
         }
-        Ok::<_, sqlx::Error>(Applied {
-            applied: fresh.len() as u64,
+    }
+
+    /// The row of local sequence number `seq` for `e` with `trigger`.
+    fn row(&self, seq: i64, (e, trigger): &(&RemoteEffect, &str)) -> [Arg; 14] {
+        [
+            Arg::Int(seq),
+            self.epoch.clone(),
+            Arg::Text((*trigger).to_owned()),
+            Arg::Text(e.key.namespace.clone()),
+            Arg::Text(e.key.repo.clone()),
+            Arg::Text(e.key.id.clone()),
+            Arg::Int(i64_of(e.version)),
+            Arg::OptText(e.kind.clone()),
+            Arg::Text(e.change.as_str().to_owned()),
+            Arg::Text(e.diff.to_string()),
+            self.principal.clone(),
+            self.operation.clone(),
+            Arg::Text(format!(
+                "{}/{}/{}",
+                self.batch.peer, self.batch.epoch, e.origin_seq
+            )),
+            Arg::Int(self.now),
+        ]
+    }
+}
+
+/// PostgreSQL: [`Store::apply_remote`]'s statements in the transaction on `tx`, one round trip
+/// each.
+async fn apply_postgres(
+    tx: &mut sqlx::PgConnection,
+    stmts: &sql::Statements,
+    b: &Batch<'_>,
+    local_epoch: &str,
+) -> Result<Applied, sqlx::Error> {
+    // Make sure the cursor row exists before it is read and locked: with no row there is
+    // nothing to lock, and two processes applying a subscription's very first batch at once
+    // would both apply it. The row is `(epoch, seq 0)`, "nothing applied yet in this epoch",
+    // the same as no row for the filter below. A second transaction's insert waits for the
+    // first one's uncommitted row and then does nothing, and its `FOR UPDATE` read (a new
+    // snapshot under READ COMMITTED) sees the committed cursor; nobody else ever sees a row
+    // of a transaction that rolled back.
+    sqlx::query(
+        "INSERT INTO bver_subscriptions (name, peer, channel, epoch, seq, applied, updated_at) \
+         VALUES ($1, $2, $3, $4, 0, 0, $5) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(b.name)
+    .bind(b.peer)
+    .bind(b.channel)
+    .bind(b.epoch)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    let stored = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SUB_COLUMNS} FROM bver_subscriptions WHERE name = $1 FOR UPDATE"
+    )))
+    .bind(b.name)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| sub_of(&r))
+    .transpose()?;
+    let fresh = b.fresh(stored.as_ref().map(|s| (s.epoch.as_str(), s.seq)));
+    let duplicates = (b.effects.len() - fresh.len()) as u64;
+    let Some(last) = fresh.last() else {
+        return Ok(Applied {
+            applied: 0,
             duplicates,
-            last_local_seq,
-        })
-    }};
+            last_local_seq: None,
+        });
+    };
+    let now = now_ms();
+    for e in fresh.iter().filter(|e| e.cache) {
+        query_args!(sqlx::postgres::PgArguments, CACHE_UPSERT, cache_row(e, now))
+            .execute(&mut *tx)
+            .await?;
+    }
+    query_args!(
+        sqlx::postgres::PgArguments,
+        sqlx::AssertSqlSafe(cursor_upsert(sql::Dialect::Postgres)),
+        cursor_row(b, last.origin_seq, fresh.len(), now)
+    )
+    .execute(&mut *tx)
+    .await?;
+    let emitted = Batch::emitted(&fresh);
+    let mut last_local_seq = None;
+    if !emitted.is_empty() {
+        let n = emitted.len() as i64;
+        // The outbox counter: its row lock is held to commit, so sequence order stays commit
+        // order (see the writer's module docs).
+        let last: i64 = sqlx::query(
+            "UPDATE bver_outbox_seq SET value = value + $1 WHERE id = 1 RETURNING value",
+        )
+        .bind(n)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let first = last - n + 1;
+        let rows = LocalEvents::new(b, local_epoch, now);
+        // One multi-row statement per chunk, not one per event.
+        let mut done = 0;
+        for size in sql::chunks(emitted.len()) {
+            let args = emitted[done..done + size]
+                .iter()
+                .enumerate()
+                .flat_map(|(i, e)| rows.row(first + (done + i) as i64, e));
+            query_args!(
+                sqlx::postgres::PgArguments,
+                stmts.get(Stmt::InsertEvents, size),
+                args
+            )
+            .execute(&mut *tx)
+            .await?;
+            done += size;
+        }
+        last_local_seq = Some(u64_of(last));
+    }
+    Ok(Applied {
+        applied: fresh.len() as u64,
+        duplicates,
+        last_local_seq,
+    })
 }
 
 /// SQLite: [`Store::apply_remote`]'s transaction in as few round trips to the write
 /// connection's thread as its size allows, since each one is a hand-off between threads:
 /// `BEGIN IMMEDIATE` with the read of the cursor and the outbox counter (the whole database is
-/// locked from there on, so both stay as read), then the cache rows, then the local events in
-/// padded chunks of up to 256 rows, the last one in one script with the cursor, the counter
-/// and the `COMMIT`. A small batch is two round trips instead of seven. Any failure rolls the
-/// transaction back; the caller retries.
+/// locked from there on, so both stay as read), then one per cache row (with `cache = true`),
+/// then the local events in padded chunks of up to 256 rows, the last one in one script with
+/// the cursor, the counter and the `COMMIT`. A batch of up to 256 events without cache rows
+/// is two round trips instead of seven. Any failure rolls the transaction back; the caller
+/// retries.
 async fn apply_sqlite(
     write: &sqlx::SqlitePool,
-    name: &str,
-    peer: &str,
-    channel: &str,
-    epoch: &str,
-    effects: &[RemoteEffect],
+    b: &Batch<'_>,
     local_epoch: &str,
 ) -> Result<Applied, sqlx::Error> {
     let mut guard = CloseIfCancelled(Some(write.acquire().await?));
-    let Some(conn) = guard.0.as_mut() else {
-        unreachable!("the guard holds the connection until the end")
-    };
-    let r = apply_sqlite_on(conn, name, peer, channel, epoch, effects, local_epoch).await;
-    if r.is_err()
-        && let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut **conn).await
-        && !rollback.to_string().contains("no transaction is active")
-    {
-        tracing::warn!(error = %rollback, "rollback after a failed apply of remote events failed");
+    let conn = guard
+        .0
+        .as_mut()
+        .expect("the guard holds the connection until the end");
+    let r = apply_sqlite_on(conn, b, local_epoch).await;
+    if r.is_err() {
+        sql::rollback_after_failure(conn, "an apply of remote events").await;
     }
     // Finished (committed or rolled back): the connection goes back to the pool.
     drop(guard.0.take());
@@ -327,27 +400,19 @@ impl Drop for CloseIfCancelled {
 
 async fn apply_sqlite_on(
     conn: &mut sqlx::SqliteConnection,
-    name: &str,
-    peer: &str,
-    channel: &str,
-    epoch: &str,
-    effects: &[RemoteEffect],
+    b: &Batch<'_>,
     local_epoch: &str,
 ) -> Result<Applied, sqlx::Error> {
     let texts = sqlite_apply_texts();
     let row = sqlx::query(sqlx::AssertSqlSafe(Arc::clone(&texts.begin)))
-        .bind(name)
+        .bind(b.name)
         .fetch_one(&mut *conn)
         .await?;
     let stored_epoch: Option<String> = row.try_get(0)?;
     let stored_seq: Option<i64> = row.try_get(1)?;
     let counter: i64 = row.try_get(2)?;
-    let after = match (stored_epoch, stored_seq) {
-        (Some(e), Some(seq)) if e == epoch => u64_of(seq),
-        _ => 0,
-    };
-    let fresh: Vec<&RemoteEffect> = effects.iter().filter(|e| e.origin_seq > after).collect();
-    let duplicates = (effects.len() - fresh.len()) as u64;
+    let fresh = b.fresh(stored_epoch.as_deref().zip(stored_seq.map(u64_of)));
+    let duplicates = (b.effects.len() - fresh.len()) as u64;
     let Some(last) = fresh.last() else {
         sqlx::query("COMMIT").execute(&mut *conn).await?;
         return Ok(Applied {
@@ -358,101 +423,49 @@ async fn apply_sqlite_on(
     };
     let now = now_ms();
     for e in fresh.iter().filter(|e| e.cache) {
-        let deleted = e.change == ChangeType::Deleted;
-        let value = e.value.clone().unwrap_or(Value::Null);
-        sqlx::query(sqlx::AssertSqlSafe(Arc::clone(&texts.cache_put)))
-            .bind(&e.key.namespace)
-            .bind(&e.key.repo)
-            .bind(&e.key.id)
-            .bind(&e.kind)
-            .bind(value.to_string())
-            .bind(i64_of(e.version))
-            .bind(deleted)
-            .bind(e.at)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-    }
-    let emitted: Vec<(&RemoteEffect, &str)> = fresh
-        .iter()
-        .filter_map(|e| e.trigger.as_deref().map(|t| (*e, t)))
-        .collect();
-    let shared = |v: String| Arg::Shared(Arc::from(v));
-    let (local_epoch, principal, operation) = (
-        shared(local_epoch.to_owned()),
-        shared(format!("peer:{peer}")),
-        shared(format!("eager.{channel}")),
-    );
-    let row_args = |i: usize, (e, trigger): &(&RemoteEffect, &str)| {
-        [
-            Arg::Int(counter + 1 + i as i64),
-            local_epoch.clone(),
-            Arg::Text((*trigger).to_owned()),
-            Arg::Text(e.key.namespace.clone()),
-            Arg::Text(e.key.repo.clone()),
-            Arg::Text(e.key.id.clone()),
-            Arg::Int(i64_of(e.version)),
-            Arg::OptText(e.kind.clone()),
-            Arg::Text(e.change.as_str().to_owned()),
-            Arg::Text(e.diff.to_string()),
-            principal.clone(),
-            operation.clone(),
-            Arg::Text(format!("{peer}/{epoch}/{}", e.origin_seq)),
-            Arg::Int(now),
-        ]
-    };
-    let padding =
-        |rows: usize, size: usize| std::iter::repeat_n(Arg::OptText(None), (size - rows) * 14);
-    let cursor_args = |counter_after: i64| {
-        [
-            Arg::Text(name.to_owned()),
-            Arg::Text(peer.to_owned()),
-            Arg::Text(channel.to_owned()),
-            Arg::Text(epoch.to_owned()),
-            Arg::Int(i64_of(last.origin_seq)),
-            Arg::Int(fresh.len() as i64),
-            Arg::Int(now),
-            Arg::Int(counter_after),
-        ]
-    };
-    let chunks = sql::padded_chunks(emitted.len());
-    let counter_after = counter + emitted.len() as i64;
-    let mut done = 0;
-    for (k, &(rows, size)) in chunks.iter().enumerate() {
-        let part = &emitted[done..done + rows];
-        let events = part
-            .iter()
-            .enumerate()
-            .flat_map(|(i, e)| row_args(done + i, e))
-            .chain(padding(rows, size));
-        if k + 1 == chunks.len() {
-            let text = &texts.last_chunk[size.trailing_zeros() as usize];
-            query_args!(
-                sqlx::sqlite::SqliteArguments,
-                sqlx::AssertSqlSafe(Arc::clone(text)),
-                events.chain(cursor_args(counter_after))
-            )
-            .execute(&mut *conn)
-            .await?;
-        } else {
-            query_args!(
-                sqlx::sqlite::SqliteArguments,
-                sqlx::AssertSqlSafe(Arc::clone(&texts.chunk)),
-                events
-            )
-            .execute(&mut *conn)
-            .await?;
-        }
-        done += rows;
-    }
-    if chunks.is_empty() {
         query_args!(
             sqlx::sqlite::SqliteArguments,
-            sqlx::AssertSqlSafe(Arc::clone(&texts.finish)),
-            cursor_args(counter)
+            CACHE_UPSERT,
+            cache_row(e, now)
         )
         .execute(&mut *conn)
         .await?;
+    }
+    let emitted = Batch::emitted(&fresh);
+    let rows = LocalEvents::new(b, local_epoch, now);
+    let counter_after = counter + emitted.len() as i64;
+    // Every chunk but the last is a statement of its own; the last (of no rows when nothing
+    // is emitted) carries the cursor, the counter and the COMMIT.
+    let mut chunks = sql::padded_chunks(emitted.len());
+    if chunks.is_empty() {
+        chunks.push((0, 0));
+    }
+    let mut done = 0;
+    for (k, &(count, size)) in chunks.iter().enumerate() {
+        let is_last = k + 1 == chunks.len();
+        let events = emitted[done..done + count]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| rows.row(counter + 1 + (done + i) as i64, e))
+            .chain(std::iter::repeat_n(Arg::OptText(None), (size - count) * 14));
+        let tail = is_last.then(|| {
+            cursor_row(b, last.origin_seq, fresh.len(), now)
+                .into_iter()
+                .chain([Arg::Int(counter_after)])
+        });
+        let text = match (is_last, size) {
+            (false, _) => &texts.chunk,
+            (true, 0) => &texts.finish,
+            (true, size) => &texts.last_chunk[size.trailing_zeros() as usize],
+        };
+        query_args!(
+            sqlx::sqlite::SqliteArguments,
+            sqlx::AssertSqlSafe(Arc::clone(text)),
+            events.chain(tail.into_iter().flatten())
+        )
+        .execute(&mut *conn)
+        .await?;
+        done += count;
     }
     Ok(Applied {
         applied: fresh.len() as u64,
@@ -465,8 +478,6 @@ async fn apply_sqlite_on(
 struct SqliteApplyTexts {
     /// `BEGIN IMMEDIATE` and the cursor (epoch, seq; NULLs without a row) with the counter.
     begin: Arc<str>,
-    /// One cache row.
-    cache_put: Arc<str>,
     /// 256 padded event rows.
     chunk: Arc<str>,
     /// The cursor and the counter (anonymous parameters, after any event rows), then `COMMIT`.
@@ -485,23 +496,15 @@ fn sqlite_apply_texts() -> &'static SqliteApplyTexts {
                 sql::placeholders(sql::Dialect::Sqlite, size, 14)
             )
         };
-        let finish = "INSERT INTO bver_subscriptions (name, peer, channel, epoch, seq, applied, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET peer = excluded.peer, \
-             channel = excluded.channel, epoch = excluded.epoch, seq = excluded.seq, \
-             applied = bver_subscriptions.applied + excluded.applied, updated_at = excluded.updated_at; \
-             UPDATE bver_outbox_seq SET value = ? WHERE id = 1; COMMIT"
-            .to_owned();
+        let finish = format!(
+            "{}; UPDATE bver_outbox_seq SET value = ? WHERE id = 1; COMMIT",
+            cursor_upsert(sql::Dialect::Sqlite)
+        );
         SqliteApplyTexts {
             begin: Arc::from(
                 "BEGIN IMMEDIATE; SELECT s.epoch, s.seq, c.value FROM bver_outbox_seq AS c \
                  LEFT JOIN bver_subscriptions AS s ON s.name = ? WHERE c.id = 1",
             ),
-            cache_put: Arc::from(format!(
-                "INSERT INTO bver_remote_cache ({CACHE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (namespace, repo, id) DO UPDATE SET kind = excluded.kind, value = excluded.value, \
-                 version = excluded.version, deleted = excluded.deleted, updated_at = excluded.updated_at, \
-                 fetched_at = excluded.fetched_at WHERE bver_remote_cache.version <= excluded.version"
-            )),
             chunk: Arc::from(events(256)),
             last_chunk: sql::PADDED_SIZES
                 .iter()
@@ -630,28 +633,24 @@ impl Store {
             return Ok(Applied::default());
         }
         let local_epoch = self.inner.epoch.clone();
+        let batch = Batch {
+            name,
+            peer,
+            channel,
+            epoch,
+            effects,
+        };
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
             let r = match &self.inner.backend {
-                Backend::Sqlite { write, .. } => {
-                    apply_sqlite(write, name, peer, channel, epoch, effects, &local_epoch).await
-                }
+                Backend::Sqlite { write, .. } => apply_sqlite(write, &batch, &local_epoch).await,
                 Backend::Postgres { pool } => {
                     async {
                         let mut tx = sqlx::Acquire::begin(pool).await?;
-                        let out = apply_in!(
-                            tx,
-                            sqlx::postgres::PgArguments,
-                            true,
-                            &self.inner.statements,
-                            name,
-                            peer,
-                            channel,
-                            epoch,
-                            effects,
-                            &local_epoch
-                        )?;
+                        let out =
+                            apply_postgres(&mut tx, &self.inner.statements, &batch, &local_epoch)
+                                .await?;
                         tx.commit().await?;
                         Ok::<_, sqlx::Error>(out)
                     }
@@ -695,15 +694,9 @@ impl Store {
     /// Store a reference fetched from its owner in the remote resolution cache (a newer
     /// version already cached wins).
     pub async fn cache_put(&self, entry: &CachedRef) -> Result<(), BverError> {
-        let text = format!(
-            "INSERT INTO bver_remote_cache ({CACHE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (namespace, repo, id) DO UPDATE SET kind = excluded.kind, value = excluded.value, \
-             version = excluded.version, deleted = excluded.deleted, updated_at = excluded.updated_at, \
-             fetched_at = excluded.fetched_at WHERE bver_remote_cache.version <= excluded.version"
-        );
         macro_rules! put {
             ($conn:expr) => {
-                sqlx::query(sqlx::AssertSqlSafe(text))
+                sqlx::query(CACHE_UPSERT)
                     .bind(&entry.key.namespace)
                     .bind(&entry.key.repo)
                     .bind(&entry.key.id)

@@ -54,6 +54,16 @@ macro_rules! query_args {
 }
 pub(crate) use query_args;
 
+/// SQLite: undo whatever a failed script of `what` left open on `conn`. Nothing open is an
+/// error that is fine; any other failure leaves the connection in doubt, so it is logged.
+pub(crate) async fn rollback_after_failure(conn: &mut sqlx::SqliteConnection, what: &str) {
+    if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+        && !rollback.to_string().contains("no transaction is active")
+    {
+        tracing::warn!(error = %rollback, "rollback after a failed {what} failed");
+    }
+}
+
 /// Placeholders for `rows` rows of `cols` columns: `($1, $2, $3), ($4, $5, $6)` on
 /// PostgreSQL, `(?, ?, ?), (?, ?, ?)` on SQLite.
 ///
