@@ -13,6 +13,7 @@
 //! it knows nothing of scopes or operations. Only the operation broker calls its write path.
 
 mod cache;
+mod checkpoint;
 mod schema;
 mod sql;
 mod types;
@@ -74,6 +75,8 @@ pub(crate) enum Backend {
         read: SqlitePool,
         /// The write connection commits without an fsync; this makes its commits durable.
         wal: WalSync,
+        /// The background checkpointer's requests that the writer start the WAL over.
+        wal_restart: Arc<checkpoint::WalRestart>,
     },
     Postgres {
         pool: PgPool,
@@ -192,8 +195,8 @@ impl Store {
             .foreign_keys(true);
         // SQLite connections are local and do not go stale: no ping before each use (a ping
         // is a round trip to the connection's thread, as long as a small statement).
-        // The writer checkpoints the WAL itself only when it is large; the background
-        // checkpointer ([`checkpoint_sqlite`]) does it before that. Its page cache is larger
+        // The writer checkpoints the WAL when the background checkpointer asks, or when it is
+        // very large ([`checkpoint`]). Its page cache is larger
         // than the default 2 MiB, since a batch touches pages all over the version table; and
         // its statement journals (which let one multi-row statement roll back alone) stay in
         // memory rather than spill to a temporary file. Neither changes durability.
@@ -202,7 +205,7 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .pragma(
                 "wal_autocheckpoint",
-                WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+                checkpoint::WRITER_AUTOCHECKPOINT_PAGES.to_string(),
             )
             .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
             .pragma("temp_store", "memory");
@@ -224,8 +227,21 @@ impl Store {
             .map_err(|e| open_error(&e, &path.display().to_string()))?;
         migrate_sqlite(&write).await.map_err(store_err)?;
         let wal = WalSync::start(path);
-        let store = Self::start(Backend::Sqlite { write, read, wal }, options).await?;
-        tokio::spawn(checkpoint_sqlite(checkpointer, store.subscribe_seq()));
+        let wal_restart = Arc::new(checkpoint::WalRestart::default());
+        let backend = Backend::Sqlite {
+            write,
+            read,
+            wal,
+            wal_restart: Arc::clone(&wal_restart),
+        };
+        let store = Self::start(backend, options).await?;
+        tokio::spawn(checkpoint::run(
+            checkpointer,
+            store.subscribe_seq(),
+            wal_restart,
+            checkpoint::RESTART_PAGES,
+            path.to_owned(),
+        ));
         Ok(store)
     }
 
@@ -594,42 +610,9 @@ impl Store {
     }
 }
 
-/// The WAL size (in pages, 64 MiB of 4 KiB pages) at which the writer checkpoints in its own
-/// commit; below it the background checkpointer ([`checkpoint_sqlite`]) does the work.
-///
-/// A checkpoint copies each page once however many commits rewrote it since the last one, so
-/// fewer, larger checkpoints copy (and write back and fsync) fewer pages: under scattered
-/// patches, 64 MiB and a checkpoint every half second cost about 15% less CPU per patch than
-/// 16 MiB and one every 20 ms (docs/PERFORMANCE.md). The price is a WAL file of up to this
-/// size beside the database, and a longer recovery after a crash.
-const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_000;
-
 /// The writer connection's page cache, in KiB. Larger is not faster: at the end of every
 /// write transaction SQLite walks the cache's hash table, which grows with it.
 const WRITER_CACHE_KIB: u32 = 16 * 1024;
-
-/// How long the background checkpointer waits after a commit before it checkpoints.
-const CHECKPOINT_DELAY: Duration = Duration::from_millis(500);
-
-/// SQLite: copy committed WAL frames into the database file on a connection of its own (its
-/// own thread), so that the writer, whose commits wait for each other, rarely does it itself.
-///
-/// A passive checkpoint never blocks the writer. It cannot reset the WAL while the writer keeps
-/// appending to it, so the writer still checkpoints when the WAL reaches
-/// [`WRITER_AUTOCHECKPOINT_PAGES`]: by then only the last few commits are left to copy, and the
-/// next transaction starts the WAL over. Ends with the writer.
-async fn checkpoint_sqlite(mut conn: SqliteConnection, mut commits: watch::Receiver<u64>) {
-    while commits.changed().await.is_ok() {
-        tokio::time::sleep(CHECKPOINT_DELAY).await;
-        commits.borrow_and_update();
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut conn)
-            .await
-        {
-            tracing::debug!(error = %e, "background checkpoint failed; the writer's own will do");
-        }
-    }
-}
 
 fn const_format_current() -> String {
     format!(

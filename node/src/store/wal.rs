@@ -100,9 +100,9 @@ fn run(wal: &std::path::Path, rx: &mpsc::Receiver<Job>) {
     }
 }
 
-/// `fdatasync` the WAL, opened afresh each time so that the handle always names the current
-/// file. A WAL that does not exist holds no commit to sync.
-fn fdatasync(path: &std::path::Path) -> io::Result<()> {
+/// `fdatasync` the file at `path` (the WAL, the database), opened afresh each time so that the
+/// handle always names the current file. A file that does not exist holds nothing to sync.
+pub(crate) fn fdatasync(path: &std::path::Path) -> io::Result<()> {
     match std::fs::File::open(path) {
         Ok(file) => file.sync_data(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -228,6 +228,13 @@ impl Writer {
                     break;
                 }
             }
+            // Between two transactions: start the WAL over if the checkpointer asked.
+            if let Backend::Sqlite {
+                write, wal_restart, ..
+            } = &self.backend
+            {
+                wal_restart.run_if_requested(write).await;
+            }
             if !q.next.is_empty() {
                 let next = std::mem::take(&mut q.next);
                 in_flight = self.submit(next, &mut q);
