@@ -1,9 +1,9 @@
 //! The store's side of federation, on both backends: remote events applied effectively once
 //! (duplicates by `(epoch, seq)` dropped, the cursor moved in the same transaction as the
 //! local trigger events and the cache, also when two processes race on a subscription's very
-//! first batch), channel reads with values, the head watch moved by federation appends, the
-//! cache keeping the newest version, and leases (one holder, handed on when released or
-//! expired).
+//! first batch, and all or nothing when an apply is cancelled at any point), channel reads
+//! with values, the head watch moved by federation appends, the cache keeping the newest
+//! version, and leases (one holder, handed on when released or expired).
 
 mod support;
 
@@ -122,6 +122,48 @@ both_backends! {
         // Local writes go on numbering after them.
         create(&store, "after").await;
         assert_eq!(store.outbox_head().await.unwrap(), 482);
+    }
+
+    async fn an_apply_cancelled_at_any_point_leaves_all_or_nothing_and_the_store_writing(db) {
+        // A subscription stopped mid-apply drops the apply's future, wherever it is: before its
+        // transaction, inside it (cache rows are a round trip each, so a batch of 300 is
+        // hundreds of round trips), or after its commit. Each point must leave the batch
+        // applied whole or not at all, and the write connection usable: an open transaction
+        // left on it would make the next local write fail, or commit half a batch.
+        let store = db.open().await;
+        let batch: Vec<RemoteEffect> =
+            (1..=300).map(|n| effect(n, &format!("r{n}"), 1, true)).collect();
+        let mut cancelled = 0;
+        let mut local = 0u64;
+        for micros in [0u64, 20, 50, 100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600] {
+            let run = store.apply_remote("c", "sites", "site_changes", "e1", &batch);
+            let outcome = tokio::time::timeout(std::time::Duration::from_micros(micros), run).await;
+            if outcome.is_err() {
+                cancelled += 1;
+            }
+            let remote = match store.subscription("c").await.unwrap() {
+                None => 0,
+                Some(row) => {
+                    assert_eq!((row.seq, row.applied), (300, 300), "after {micros} µs");
+                    300
+                }
+            };
+            let events = store.events_after(0, 10_000).await.unwrap();
+            let applied = events.iter().filter(|e| e.trigger == "remote.site_changed").count();
+            assert_eq!(applied as u64, remote, "half a batch after {micros} µs");
+            assert_eq!(store.outbox_head().await.unwrap(), remote + local);
+            // The write connection takes the next local write (two events: its built-in
+            // trigger and the hook's).
+            create(&store, &format!("local{micros}")).await;
+            local += 2;
+            assert_eq!(store.outbox_head().await.unwrap(), remote + local);
+        }
+        assert!(cancelled > 0, "no apply was cancelled: the timeouts test nothing");
+        // Whatever happened above, the batch ends applied once.
+        store.apply_remote("c", "sites", "site_changes", "e1", &batch).await.unwrap();
+        let row = store.subscription("c").await.unwrap().unwrap();
+        assert_eq!((row.seq, row.applied), (300, 300));
+        assert_eq!(store.outbox_head().await.unwrap(), 300 + local);
     }
 
     async fn another_process_commits_reach_the_head_watch_by_refresh(db) {
