@@ -183,12 +183,21 @@ both_backends! {
         }
         assert_eq!(store.outbox_head().await.unwrap(), 6);
         let rows = store.channel_events(&["refs.site.changed".to_owned()], 1, 6, 10).await.unwrap();
-        let seqs: Vec<u64> = rows.iter().map(|(e, _)| e.seq).collect();
+        let seqs: Vec<u64> = rows.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![2, 4, 6]);
-        assert_eq!(rows[1].1, Some(json!({ "id": "b" })));
+        let b = &rows[1];
+        assert_eq!(b.value, Some(json!({ "id": "b" })));
+        assert_eq!((b.key.id.as_str(), b.version, b.change), ("b", 1, ChangeType::Created));
+        assert_eq!(b.trigger, "refs.site.changed");
+        // The diff, parsed straight into its wire form, is the one the outbox stored.
+        let stored = store.events_after(3, 1).await.unwrap();
+        assert_eq!(stored[0].seq, 4);
+        assert!(!b.diff.0.is_empty());
+        assert_eq!(serde_json::to_value(&b.diff).unwrap(), stored[0].diff);
+        assert_eq!((b.epoch.as_str(), b.at), (stored[0].epoch.as_str(), stored[0].at));
         let rows = store.channel_events(&["refs.site.changed".to_owned()], 3, 6, 1).await.unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].0.seq, 4);
+        assert_eq!(rows[0].seq, 4);
         assert!(store.channel_events(&[], 1, 6, 10).await.unwrap().is_empty());
     }
 

@@ -9,12 +9,11 @@ use bver_contracts::{BverError, EventEnvelope, RefPtr};
 use bver_eager::wire::ContractVersion;
 use bver_eager::{ChannelInfo, EventSource, OutboxPosition, PointerSource, ReadBatch};
 use bver_resolver::{Adapter, BoxFuture, Fetched, Listed, Page};
-use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::broker::LocalAdapter;
 use crate::domain::Channel;
-use crate::store::{ChangeType, OutboxEvent, Store};
+use crate::store::{ChangeType, ChannelEvent, Store};
 
 /// The outbox, by channel.
 pub struct StoreEvents {
@@ -61,11 +60,7 @@ pub(crate) fn store_change(c: bver_contracts::version::ChangeType) -> ChangeType
     }
 }
 
-fn envelope(
-    platform: &str,
-    e: OutboxEvent,
-    value: Option<Value>,
-) -> Result<EventEnvelope, BverError> {
+fn envelope(platform: &str, e: ChannelEvent) -> Result<EventEnvelope, BverError> {
     Ok(EventEnvelope {
         origin: platform.to_owned(),
         epoch: e.epoch,
@@ -75,8 +70,8 @@ fn envelope(
         version: e.version,
         kind: e.kind,
         change: Some(change_of(e.change)),
-        diff: serde_json::from_value(e.diff).unwrap_or_default(),
-        value,
+        diff: e.diff,
+        value: e.value,
         time: e.at,
         signature: None,
     })
@@ -136,13 +131,13 @@ impl EventSource for StoreEvents {
                 .await?;
             let full = rows.len() as u64 >= u64::from(limit);
             let scanned_to = match rows.last() {
-                Some((e, _)) if full => e.seq,
+                Some(e) if full => e.seq,
                 _ => head,
             }
             .max(from_seq - 1);
             let events = rows
                 .into_iter()
-                .map(|(e, v)| envelope(&self.platform, e, v))
+                .map(|e| envelope(&self.platform, e))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(ReadBatch { events, scanned_to })
         })

@@ -35,8 +35,8 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use types::{
-    Change, ChangeType, Committed, Current, Idempotency, Mutation, OutboxEvent, Page, Provenance,
-    RefKey, TriggerEvent, TriggerHook, Validator, VersionRow,
+    Change, ChangeType, ChannelEvent, Committed, Current, Idempotency, Mutation, OutboxEvent, Page,
+    Provenance, RefKey, TriggerEvent, TriggerHook, Validator, VersionRow,
 };
 
 use cache::ReadCache;

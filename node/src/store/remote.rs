@@ -13,7 +13,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use super::sql::{self, Arg, Stmt, i64_of, query_args, u64_of};
-use super::types::{ChangeType, OutboxEvent, RefKey};
+use super::types::{ChangeType, ChannelEvent, RefKey};
 use super::{Backend, Store, store_err};
 use bver_contracts::BverError;
 
@@ -515,6 +515,50 @@ fn sqlite_apply_texts() -> &'static SqliteApplyTexts {
     })
 }
 
+/// One row of [`Store::channel_events`]'s query, by column position.
+fn channel_event_of<R: Row>(row: &R) -> Result<ChannelEvent, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<bool>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
+    let change: String = row.try_get(8)?;
+    let diff: String = row.try_get(9)?;
+    let value: Option<String> = row.try_get(11)?;
+    let deleted: Option<bool> = row.try_get(12)?;
+    Ok(ChannelEvent {
+        seq: u64_of(row.try_get(0)?),
+        epoch: row.try_get(1)?,
+        trigger: row.try_get(2)?,
+        key: RefKey {
+            namespace: row.try_get(3)?,
+            repo: row.try_get(4)?,
+            id: row.try_get(5)?,
+        },
+        version: u64_of(row.try_get(6)?),
+        kind: row.try_get(7)?,
+        change: ChangeType::parse(&change)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown change type {change:?}").into()))?,
+        // A stored diff is always an operation list; JSON that is not one is carried as
+        // empty, as it always was, and text that is not JSON is an error.
+        diff: match serde_json::from_str(&diff) {
+            Ok(d) => d,
+            Err(_) => serde_json::from_str::<serde::de::IgnoredAny>(&diff)
+                .map(|_| Default::default())
+                .map_err(decode)?,
+        },
+        at: row.try_get(10)?,
+        value: match (value, deleted) {
+            (Some(_), Some(true)) => Some(Value::Null),
+            (Some(v), _) => Some(serde_json::from_str(&v).map_err(decode)?),
+            (None, _) => None,
+        },
+    })
+}
+
 impl Store {
     /// The highest committed outbox sequence number (read from the database).
     pub async fn outbox_head(&self) -> Result<u64, BverError> {
@@ -540,22 +584,24 @@ impl Store {
     /// Outbox events with `from <= seq <= to` whose trigger is one of `triggers`, in order,
     /// at most `limit`, each with the value of the version it announces (when that version
     /// is stored here).
+    ///
+    /// This is the read behind every EAGER stream, bulk replay included, so it reads only the
+    /// columns an envelope carries, by position, and parses each diff straight into its wire
+    /// form.
     pub async fn channel_events(
         &self,
         triggers: &[String],
         from: u64,
         to: u64,
         limit: u32,
-    ) -> Result<Vec<(OutboxEvent, Option<Value>)>, BverError> {
+    ) -> Result<Vec<ChannelEvent>, BverError> {
         if triggers.is_empty() || from > to {
             return Ok(Vec::new());
         }
         let list: Vec<String> = (0..triggers.len()).map(|i| format!("${}", i + 4)).collect();
         let text = format!(
-            "SELECT e.seq AS seq, e.epoch AS epoch, e.trigger AS trigger, e.namespace AS namespace, \
-             e.repo AS repo, e.id AS id, e.version AS version, e.kind AS kind, e.change AS change, \
-             e.diff AS diff, e.principal AS principal, e.operation AS operation, \
-             e.request_id AS request_id, e.at AS at, v.value AS value, v.deleted AS deleted \
+            "SELECT e.seq, e.epoch, e.trigger, e.namespace, e.repo, e.id, e.version, e.kind, \
+             e.change, e.diff, e.at, v.value, v.deleted \
              FROM bver_events e LEFT JOIN bver_versions v ON v.namespace = e.namespace \
              AND v.repo = e.repo AND v.id = e.id AND v.version = e.version \
              WHERE e.seq >= $1 AND e.seq <= $2 AND e.trigger IN ({}) ORDER BY e.seq LIMIT $3",
@@ -569,24 +615,9 @@ impl Store {
             for t in triggers {
                 q = q.bind(t);
             }
-            q.fetch_all(conn).await.and_then(|rows| {
-                rows.iter()
-                    .map(|r| {
-                        let ev = sql::event_of(r)?;
-                        let value: Option<String> = r.try_get("value")?;
-                        let deleted: Option<bool> = r.try_get("deleted")?;
-                        let value = match (value, deleted) {
-                            (Some(_), Some(true)) => Some(Value::Null),
-                            (Some(v), _) => Some(
-                                serde_json::from_str(&v)
-                                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                            ),
-                            (None, _) => None,
-                        };
-                        Ok((ev, value))
-                    })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-            })
+            q.fetch_all(conn)
+                .await
+                .and_then(|rows| rows.iter().map(channel_event_of).collect())
         })
         .map_err(store_err)
     }

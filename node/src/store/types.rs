@@ -306,6 +306,34 @@ pub struct OutboxEvent {
     pub at: i64,
 }
 
+/// An outbox event as an EAGER channel carries it ([`super::Store::channel_events`]): what an
+/// envelope needs and no more (no provenance), the diff already in its wire form, and the
+/// value of the version it announces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelEvent {
+    /// The platform's outbox epoch.
+    pub epoch: String,
+    /// Position in the outbox.
+    pub seq: u64,
+    /// The trigger name.
+    pub trigger: String,
+    /// Which reference.
+    pub key: RefKey,
+    /// The version the event announces.
+    pub version: u64,
+    /// The kind after the change.
+    pub kind: Option<String>,
+    /// What kind of change.
+    pub change: ChangeType,
+    /// RFC 6902 diff from the previous version.
+    pub diff: bver_contracts::version::Diff,
+    /// Commit time, unix milliseconds.
+    pub at: i64,
+    /// The announced version's value: JSON `null` if it is a deletion, `None` if that version
+    /// is not stored here.
+    pub value: Option<Value>,
+}
+
 /// A page of results with an opaque cursor for the next page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
