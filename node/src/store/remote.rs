@@ -194,17 +194,39 @@ struct Batch<'a> {
     effects: &'a [RemoteEffect],
 }
 
+/// A batch's events after the stored cursor, and how many it held at or below it.
+struct Fresh<'a> {
+    events: Vec<&'a RemoteEffect>,
+    duplicates: u64,
+}
+
+impl Fresh<'_> {
+    /// What the apply reports, with the local sequence number of its last local event.
+    fn applied(&self, last_local_seq: Option<u64>) -> Applied {
+        Applied {
+            applied: self.events.len() as u64,
+            duplicates: self.duplicates,
+            last_local_seq,
+        }
+    }
+}
+
 impl<'a> Batch<'a> {
     /// The events after the stored cursor (`(epoch, seq)`, if any): the others were applied.
-    fn fresh(&self, stored: Option<(&str, u64)>) -> Vec<&'a RemoteEffect> {
+    fn fresh(&self, stored: Option<(&str, u64)>) -> Fresh<'a> {
         let after = match stored {
             Some((epoch, seq)) if epoch == self.epoch => seq,
             _ => 0,
         };
-        self.effects
+        let events: Vec<_> = self
+            .effects
             .iter()
             .filter(|e| e.origin_seq > after)
-            .collect()
+            .collect();
+        Fresh {
+            duplicates: (self.effects.len() - events.len()) as u64,
+            events,
+        }
     }
 
     /// The fresh events that append a local trigger event, with their trigger.
@@ -296,16 +318,11 @@ async fn apply_postgres(
     .map(|r| sub_of(&r))
     .transpose()?;
     let fresh = b.fresh(stored.as_ref().map(|s| (s.epoch.as_str(), s.seq)));
-    let duplicates = (b.effects.len() - fresh.len()) as u64;
-    let Some(last) = fresh.last() else {
-        return Ok(Applied {
-            applied: 0,
-            duplicates,
-            last_local_seq: None,
-        });
+    let Some(last) = fresh.events.last() else {
+        return Ok(fresh.applied(None));
     };
     let now = now_ms();
-    for e in fresh.iter().filter(|e| e.cache) {
+    for e in fresh.events.iter().filter(|e| e.cache) {
         query_args!(sqlx::postgres::PgArguments, CACHE_UPSERT, cache_row(e, now))
             .execute(&mut *tx)
             .await?;
@@ -313,11 +330,11 @@ async fn apply_postgres(
     query_args!(
         sqlx::postgres::PgArguments,
         sqlx::AssertSqlSafe(cursor_upsert(sql::Dialect::Postgres)),
-        cursor_row(b, last.origin_seq, fresh.len(), now)
+        cursor_row(b, last.origin_seq, fresh.events.len(), now)
     )
     .execute(&mut *tx)
     .await?;
-    let emitted = Batch::emitted(&fresh);
+    let emitted = Batch::emitted(&fresh.events);
     let mut last_local_seq = None;
     if !emitted.is_empty() {
         let n = emitted.len() as i64;
@@ -350,11 +367,7 @@ async fn apply_postgres(
         }
         last_local_seq = Some(u64_of(last));
     }
-    Ok(Applied {
-        applied: fresh.len() as u64,
-        duplicates,
-        last_local_seq,
-    })
+    Ok(fresh.applied(last_local_seq))
 }
 
 /// SQLite: [`Store::apply_remote`]'s transaction in as few round trips to the write
@@ -412,17 +425,12 @@ async fn apply_sqlite_on(
     let stored_seq: Option<i64> = row.try_get(1)?;
     let counter: i64 = row.try_get(2)?;
     let fresh = b.fresh(stored_epoch.as_deref().zip(stored_seq.map(u64_of)));
-    let duplicates = (b.effects.len() - fresh.len()) as u64;
-    let Some(last) = fresh.last() else {
+    let Some(last) = fresh.events.last() else {
         sqlx::query("COMMIT").execute(&mut *conn).await?;
-        return Ok(Applied {
-            applied: 0,
-            duplicates,
-            last_local_seq: None,
-        });
+        return Ok(fresh.applied(None));
     };
     let now = now_ms();
-    for e in fresh.iter().filter(|e| e.cache) {
+    for e in fresh.events.iter().filter(|e| e.cache) {
         query_args!(
             sqlx::sqlite::SqliteArguments,
             CACHE_UPSERT,
@@ -431,7 +439,7 @@ async fn apply_sqlite_on(
         .execute(&mut *conn)
         .await?;
     }
-    let emitted = Batch::emitted(&fresh);
+    let emitted = Batch::emitted(&fresh.events);
     let rows = LocalEvents::new(b, local_epoch, now);
     let counter_after = counter + emitted.len() as i64;
     // Every chunk but the last is a statement of its own; the last (of no rows when nothing
@@ -449,7 +457,7 @@ async fn apply_sqlite_on(
             .flat_map(|(i, e)| rows.row(counter + 1 + (done + i) as i64, e))
             .chain(std::iter::repeat_n(Arg::OptText(None), (size - count) * 14));
         let tail = is_last.then(|| {
-            cursor_row(b, last.origin_seq, fresh.len(), now)
+            cursor_row(b, last.origin_seq, fresh.events.len(), now)
                 .into_iter()
                 .chain([Arg::Int(counter_after)])
         });
@@ -467,11 +475,7 @@ async fn apply_sqlite_on(
         .await?;
         done += count;
     }
-    Ok(Applied {
-        applied: fresh.len() as u64,
-        duplicates,
-        last_local_seq: (!emitted.is_empty()).then_some(u64_of(counter_after)),
-    })
+    Ok(fresh.applied((!emitted.is_empty()).then_some(u64_of(counter_after))))
 }
 
 /// The texts of [`apply_sqlite`], made once.
@@ -542,14 +546,10 @@ where
         kind: row.try_get(7)?,
         change: ChangeType::parse(&change)
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown change type {change:?}").into()))?,
-        // A stored diff is always an operation list; JSON that is not one is carried as
-        // empty, as it always was, and text that is not JSON is an error.
-        diff: match serde_json::from_str(&diff) {
-            Ok(d) => d,
-            Err(_) => serde_json::from_str::<serde::de::IgnoredAny>(&diff)
-                .map(|_| Default::default())
-                .map_err(decode)?,
-        },
+        // Every stored diff is an RFC 6902 operation list (BVER's own diffs and the wire
+        // diffs of applied remote events): one that is not is a decode error, never an
+        // event sent on with its diff emptied.
+        diff: serde_json::from_str(&diff).map_err(decode)?,
         at: row.try_get(10)?,
         value: match (value, deleted) {
             (Some(_), Some(true)) => Some(Value::Null),
