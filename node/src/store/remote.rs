@@ -400,7 +400,11 @@ async fn apply_sqlite(
 /// The write connection of an apply in progress. If the apply is cancelled (its future
 /// dropped, as when a subscription is stopped), the connection may be inside an open
 /// transaction: it is closed rather than handed back to the pool, which rolls the transaction
-/// back; the pool opens a new one.
+/// back; the pool opens a new one. A statement already handed to the connection's thread runs
+/// to its end first, so an apply cancelled after its last statement (the one with the
+/// `COMMIT`) was sent still commits whole, a moment after its future is gone. Either way the
+/// next write waits: the open transaction holds the database's write lock until it commits or
+/// is rolled back.
 struct CloseIfCancelled(Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>);
 
 impl Drop for CloseIfCancelled {
