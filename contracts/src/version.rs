@@ -89,8 +89,10 @@ impl FromStr for ChangeType {
 /// One operation of an RFC 6902 JSON Patch. Paths are RFC 6901 JSON Pointers into the
 /// value (`""` is the whole value, `/meta/owner`, `/terminals/0`).
 ///
-/// Serialized as the RFC writes it: `{"op": "add", "path": "/a", "value": 1}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// Serialized as the RFC writes it: `{"op": "add", "path": "/a", "value": 1}`. Members
+/// other than `op`, `path`, `from` and `value` are ignored; a member the operation needs and
+/// does not have, a repeated member or an unknown `op` is an error.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum PatchOp {
     /// Adds `value` at `path` (inserting into an array, or setting a member).
@@ -176,6 +178,137 @@ impl PatchOp {
             }
             _ => None,
         }
+    }
+}
+
+/// Decoded in one pass, whatever the order of the members (`op` may come last). Serde's
+/// derive for an internally tagged enum buffers each operation, its `value` included, into
+/// an intermediate tree and decodes that a second time; diffs are on every event's path
+/// (outbox reads, EAGER envelopes), so the operation is read directly.
+impl<'de> Deserialize<'de> for PatchOp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(PatchOpVisitor)
+    }
+}
+
+/// The `op` member's values.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OpName {
+    Add,
+    Remove,
+    Replace,
+    Move,
+    Copy,
+    Test,
+}
+
+/// The members an operation may have; any other is skipped.
+enum Member {
+    Op,
+    Path,
+    From,
+    Value,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Member;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Member, E> {
+                Ok(match s {
+                    "op" => Member::Op,
+                    "path" => Member::Path,
+                    "from" => Member::From,
+                    "value" => Member::Value,
+                    _ => Member::Other,
+                })
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Member, E> {
+                match std::str::from_utf8(b) {
+                    Ok(s) => self.visit_str(s),
+                    Err(_) => Ok(Member::Other),
+                }
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+struct PatchOpVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PatchOpVisitor {
+    type Value = PatchOp;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an RFC 6902 operation: a map with `op`, `path` and `value` or `from`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PatchOp, A::Error> {
+        use serde::de::Error;
+        fn once<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
+            map: &mut A,
+            slot: &mut Option<T>,
+            name: &'static str,
+        ) -> Result<(), A::Error> {
+            if slot.is_some() {
+                return Err(A::Error::duplicate_field(name));
+            }
+            *slot = Some(map.next_value()?);
+            Ok(())
+        }
+        let (mut op, mut path, mut from, mut value) = (
+            None::<OpName>,
+            None::<String>,
+            None::<String>,
+            None::<Value>,
+        );
+        while let Some(member) = map.next_key::<Member>()? {
+            match member {
+                Member::Op => once(&mut map, &mut op, "op")?,
+                Member::Path => once(&mut map, &mut path, "path")?,
+                Member::From => once(&mut map, &mut from, "from")?,
+                Member::Value => once(&mut map, &mut value, "value")?,
+                Member::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let op = op.ok_or_else(|| A::Error::missing_field("op"))?;
+        let path = path.ok_or_else(|| A::Error::missing_field("path"))?;
+        let value = || value.ok_or_else(|| A::Error::missing_field("value"));
+        let from = || from.ok_or_else(|| A::Error::missing_field("from"));
+        Ok(match op {
+            OpName::Add => PatchOp::Add {
+                path,
+                value: value()?,
+            },
+            OpName::Remove => PatchOp::Remove { path },
+            OpName::Replace => PatchOp::Replace {
+                path,
+                value: value()?,
+            },
+            OpName::Move => PatchOp::Move {
+                from: from()?,
+                path,
+            },
+            OpName::Copy => PatchOp::Copy {
+                from: from()?,
+                path,
+            },
+            OpName::Test => PatchOp::Test {
+                path,
+                value: value()?,
+            },
+        })
     }
 }
 

@@ -572,6 +572,44 @@ fn diff_helpers() {
     let d: Diff = serde_json::from_value(json!([{"op": "add", "path": "/a", "value": null}]))
         .expect("null value");
     assert_eq!(d.ops()[0].value(), Some(&Value::Null));
+    // Members in any order (`op` last), unknown members skipped, in JSON and in CBOR.
+    let shuffled = json!([
+        {"value": {"a": [1, "x"]}, "comment": {"nested": true}, "path": "/a", "op": "replace"},
+        {"path": "/b", "from": "/a", "op": "move"},
+    ]);
+    let expected = Diff::new(vec![
+        PatchOp::Replace {
+            path: "/a".into(),
+            value: json!({"a": [1, "x"]}),
+        },
+        PatchOp::Move {
+            from: "/a".into(),
+            path: "/b".into(),
+        },
+    ]);
+    assert_eq!(
+        serde_json::from_value::<Diff>(shuffled.clone()).unwrap(),
+        expected
+    );
+    let mut cbor = Vec::new();
+    ciborium::into_writer(&shuffled, &mut cbor).unwrap();
+    assert_eq!(
+        ciborium::from_reader::<Diff, _>(&cbor[..]).unwrap(),
+        expected
+    );
+    // A repeated member, a missing `path` or `op`, or not a map at all: errors that say so.
+    let err = |v: Value| serde_json::from_value::<Diff>(v).unwrap_err().to_string();
+    // (Through text: `json!` would keep only the last of two equal keys.)
+    let e = serde_json::from_str::<Diff>(r#"[{"op": "remove", "path": "/a", "path": "/b"}]"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("duplicate field `path`"), "{e}");
+    assert!(err(json!([{"op": "remove"}])).contains("missing field `path`"));
+    assert!(err(json!([{"path": "/a"}])).contains("missing field `op`"));
+    assert!(err(json!([{"op": "copy", "path": "/a"}])).contains("missing field `from`"));
+    assert!(err(json!([{"op": "test", "path": "/a"}])).contains("missing field `value`"));
+    assert!(err(json!([{"op": "frobnicate", "path": "/a"}])).contains("unknown variant"));
+    assert!(err(json!(["add"])).contains("invalid type"));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 
 mod support;
 
+use bver_contracts::version::{Diff, PatchOp};
 use bver_node::store::{
     Change, ChangeType, Mutation, Provenance, RefKey, RemoteEffect, Store, TriggerHook,
 };
@@ -26,7 +27,10 @@ fn effect(seq: u64, id: &str, version: u64, emit: bool) -> RemoteEffect {
         } else {
             ChangeType::Updated
         },
-        diff: json!([]),
+        diff: Diff::new(vec![PatchOp::Replace {
+            path: "/v".into(),
+            value: json!(version),
+        }]),
         value: Some(json!({ "v": version })),
         at: 1_700_000_000_000,
     }
@@ -77,6 +81,9 @@ both_backends! {
         assert_eq!(&ids[..3], ["sites/e1/2", "sites/e1/4", "sites/e1/6"]);
         assert_eq!(events[0].trigger, "remote.site_changed");
         assert_eq!(events[0].provenance.principal, "peer:sites");
+        // The origin's diff, stored as its RFC 6902 JSON.
+        assert_eq!(events[0].diff, json!([{ "op": "replace", "path": "/v", "value": 1 }]));
+        assert_eq!(events[2].diff, json!([{ "op": "replace", "path": "/v", "value": 2 }]));
         // The cache holds the newest version; an older one never overwrites it.
         let c = store.cached(&RefKey::new("sites", "site", "a")).await.unwrap().unwrap();
         assert_eq!((c.version, c.value.clone()), (2, json!({ "v": 2 })));

@@ -309,7 +309,7 @@ async fn apply_loop(
                         change: e
                             .change
                             .map_or(crate::store::ChangeType::Updated, store_change),
-                        diff: serde_json::to_value(&e.diff).unwrap_or_default(),
+                        diff: e.diff,
                         value: e.value,
                         at: e.time,
                     });

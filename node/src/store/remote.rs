@@ -16,6 +16,7 @@ use super::sql::{self, Arg, Stmt, i64_of, query_args, u64_of};
 use super::types::{ChangeType, ChannelEvent, RefKey};
 use super::{Backend, Store, store_err};
 use bver_contracts::BverError;
+use bver_contracts::version::Diff;
 
 /// What one remote event does locally.
 #[derive(Debug, Clone)]
@@ -35,7 +36,7 @@ pub struct RemoteEffect {
     /// The built-in change at the origin (`updated` for a named trigger without one).
     pub change: ChangeType,
     /// RFC 6902 diff at the origin.
-    pub diff: Value,
+    pub diff: Diff,
     /// The value after the change, when the publisher sent it.
     pub value: Option<Value>,
     /// The origin's commit time, unix milliseconds.
@@ -185,6 +186,12 @@ fn cache_row(e: &RemoteEffect, now: i64) -> [Arg; 9] {
     ]
 }
 
+/// The stored text of a remote event's diff: its RFC 6902 JSON, written straight from the
+/// wire form (no `serde_json::Value` in between).
+fn diff_json(diff: &Diff) -> String {
+    serde_json::to_string(diff).expect("a diff (string keys, JSON values) always serializes")
+}
+
 /// One apply's batch: whose events, from where.
 struct Batch<'a> {
     name: &'a str,
@@ -271,7 +278,7 @@ impl<'a> LocalEvents<'a> {
             Arg::Int(i64_of(e.version)),
             Arg::OptText(e.kind.clone()),
             Arg::Text(e.change.as_str().to_owned()),
-            Arg::Text(e.diff.to_string()),
+            Arg::Text(diff_json(&e.diff)),
             self.principal.clone(),
             self.operation.clone(),
             Arg::Text(format!(
