@@ -7,8 +7,32 @@
 //! in the bytewise order of their encodings (for text keys: shorter first, then bytewise).
 //! Callers write struct maps with their keys already in that order; JSON objects are sorted
 //! here.
+//!
+//! Also the one bounded decoder for CBOR from peers ([`from_slice`], [`MAX_JSON_DEPTH`]).
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+/// The deepest nesting of arrays and objects in a JSON document BVER stores. serde_json reads
+/// no deeper (its recursion limit of 128 counts the level that fails), and whatever BVER
+/// decodes from a peer's CBOR goes on to be stored as JSON and read back: a value it could
+/// decode but not read back would stop every later read of its row.
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// Decode one `T` from the CBOR `bytes`, refusing arrays, maps and tags nested more than
+/// `depth` deep. A type that carries JSON values inside its own maps and arrays passes
+/// [`MAX_JSON_DEPTH`] plus those levels, so that every value it accepts can be stored as
+/// JSON and read back (an event envelope: one level, its own map).
+///
+/// # Errors
+///
+/// The bytes are not a CBOR `T`, or nest deeper than `depth` (`recursion limit exceeded`).
+pub fn from_slice<T: DeserializeOwned>(
+    bytes: &[u8],
+    depth: usize,
+) -> Result<T, ciborium::de::Error<std::io::Error>> {
+    ciborium::de::from_reader_with_recursion_limit(bytes, depth)
+}
 
 /// Major types (the top three bits of the initial byte).
 const UINT: u8 = 0;

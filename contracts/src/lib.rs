@@ -29,7 +29,7 @@
 //! the value as an argument.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-mod cbor;
+pub mod cbor;
 pub mod error;
 pub mod event;
 pub mod job;

@@ -612,6 +612,37 @@ fn diff_helpers() {
     assert!(err(json!(["add"])).contains("invalid type"));
 }
 
+/// `depth` arrays, one inside the other.
+fn nested(depth: usize) -> Value {
+    (1..depth).fold(json!([]), |v, _| json!([v]))
+}
+
+#[test]
+fn cbor_from_peers_decodes_no_deeper_than_json_reads_back() {
+    use bver_contracts::cbor::{self, MAX_JSON_DEPTH};
+    // serde_json reads MAX_JSON_DEPTH levels and refuses one more: the bound is its own.
+    let deepest = nested(MAX_JSON_DEPTH);
+    serde_json::from_str::<Value>(&deepest.to_string()).expect("the deepest JSON reads");
+    let e = serde_json::from_str::<Value>(&nested(MAX_JSON_DEPTH + 1).to_string()).unwrap_err();
+    assert!(e.to_string().contains("recursion limit"), "{e}");
+    // The bounded CBOR decoder takes exactly as much and says why it stops.
+    let cbor_of = |v: &Value| {
+        let mut out = Vec::new();
+        ciborium::into_writer(v, &mut out).unwrap();
+        out
+    };
+    let back: Value = cbor::from_slice(&cbor_of(&deepest), MAX_JSON_DEPTH).unwrap();
+    assert_eq!(back, deepest);
+    let e = cbor::from_slice::<Value>(&cbor_of(&nested(MAX_JSON_DEPTH + 1)), MAX_JSON_DEPTH)
+        .unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("recursion"), "{e}");
+    // A diff: its operation's value nests two levels inside the diff's own array and map.
+    let op = |depth| json!([{ "op": "add", "path": "/a", "value": nested(depth) }]);
+    let d: Diff = cbor::from_slice(&cbor_of(&op(MAX_JSON_DEPTH - 2)), MAX_JSON_DEPTH).unwrap();
+    serde_json::from_str::<Diff>(&serde_json::to_string(&d).unwrap()).expect("reads back");
+    assert!(cbor::from_slice::<Diff>(&cbor_of(&op(MAX_JSON_DEPTH - 1)), MAX_JSON_DEPTH).is_err());
+}
+
 // ---------------------------------------------------------------------------------------
 // The manifest as the node writes it
 

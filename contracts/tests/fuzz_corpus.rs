@@ -1,21 +1,32 @@
-//! Replays every file of the committed fuzz seed corpus (`fuzz/corpus/parse_pointer/`)
-//! through the fuzz target's checks, so `cargo test` exercises the corpus without
-//! cargo-fuzz.
+//! Replays every file of the committed fuzz seed corpora (`fuzz/corpus/parse_pointer/`,
+//! `fuzz/corpus/patch_ops/`) through the fuzz targets' checks, so `cargo test` exercises
+//! them without cargo-fuzz.
 
 use std::path::PathBuf;
 
 #[path = "support/roundtrip.rs"]
 mod roundtrip;
 
-#[test]
-fn replay_parse_pointer_corpus() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/parse_pointer");
+#[path = "support/patch_ops.rs"]
+mod patch_ops;
+
+/// The files of `fuzz/corpus/{target}`, sorted.
+fn corpus(target: &str) -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{dir:?}: {e}"))
         .map(|entry| entry.expect("directory entry").path())
         .filter(|p| p.is_file())
         .collect();
     files.sort();
+    files
+}
+
+#[test]
+fn replay_parse_pointer_corpus() {
+    let files = corpus("parse_pointer");
     assert!(
         files.len() >= 24,
         "the seed corpus has only {} files",
@@ -31,6 +42,30 @@ fn replay_parse_pointer_corpus() {
     assert!(
         parsed > 0 && parsed < files.len(),
         "{parsed} of {} parse",
+        files.len()
+    );
+}
+
+#[test]
+fn replay_patch_ops_corpus() {
+    let files = corpus("patch_ops");
+    assert!(
+        files.len() >= 20,
+        "the seed corpus has only {} files",
+        files.len()
+    );
+    let (mut json, mut cbor, mut neither) = (0, 0, 0);
+    for file in &files {
+        let data = std::fs::read(file).unwrap_or_else(|e| panic!("{file:?}: {e}"));
+        let out = patch_ops::check_bytes(&data);
+        json += usize::from(out.json);
+        cbor += usize::from(out.cbor);
+        neither += usize::from(!out.json && !out.cbor);
+    }
+    // The corpus seeds both encodings, and inputs that are neither.
+    assert!(
+        json >= 5 && cbor >= 4 && neither >= 10,
+        "{json} JSON, {cbor} CBOR and {neither} undecodable of {}",
         files.len()
     );
 }

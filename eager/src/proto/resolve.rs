@@ -218,9 +218,12 @@ impl ResolveClient {
         match msg {
             Message::Resolved(r) if r.id == self.id => {
                 verify_bytes(&self.keys, &r.kid, &r.answer.0, &r.sig, now_unix)?;
-                let answer: Answer = ciborium::from_reader(&r.answer.0[..]).map_err(|e| {
-                    crate::sign::bad_signature("undecodable", format!("signed answer: {e}"))
-                })?;
+                // One level for the answer's own map (see the subscriber's event decoding).
+                let depth = bver_contracts::cbor::MAX_JSON_DEPTH + 1;
+                let answer: Answer =
+                    bver_contracts::cbor::from_slice(&r.answer.0, depth).map_err(|e| {
+                        crate::sign::bad_signature("undecodable", format!("signed answer: {e}"))
+                    })?;
                 if answer.id != self.id
                     || answer.origin != self.keys.platform()
                     || answer.pointer != self.pointer.to_string()

@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bver_contracts::cbor::{self, MAX_JSON_DEPTH};
 use bver_contracts::{
     BatchHeader, BatchProof, BverError, ErrorCode, EventEnvelope, Phase, SignatureBytes,
 };
@@ -380,7 +381,10 @@ impl Subscriber {
                 );
                 continue;
             }
-            let event: EventEnvelope = match ciborium::from_reader(&ev.bytes.0[..]) {
+            // One level for the envelope's own map: the value and each diff operation's
+            // value then nest no deeper than the JSON the subscriber stores them as.
+            let depth = MAX_JSON_DEPTH + 1;
+            let event: EventEnvelope = match cbor::from_slice(&ev.bytes.0, depth) {
                 Ok(e) => e,
                 Err(e) => {
                     self.reject(

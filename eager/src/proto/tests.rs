@@ -479,6 +479,43 @@ fn server_side_filters_and_sparse_channels() {
 }
 
 #[test]
+fn an_event_nested_deeper_than_json_reads_back_is_refused_as_undecodable() {
+    use bver_contracts::cbor::MAX_JSON_DEPTH;
+    let nested =
+        |depth: usize| (1..depth).fold(serde_json::json!([]), |v, _| serde_json::json!([v]));
+    let mut w = World::new(3);
+    // Event 2's value is as deep as stored JSON may be; event 3's one level deeper.
+    w.outbox[1].value = Some(nested(MAX_JSON_DEPTH));
+    w.outbox[2].value = Some(nested(MAX_JSON_DEPTH + 1));
+    let mut p = Pair::new(
+        &w,
+        spec(&w, "site_changes"),
+        cursor(0),
+        PublisherConfig::new("sites"),
+    );
+    p.pump(&w);
+    assert_eq!(p.seqs(), vec![1, 2]);
+    let rejected: Vec<_> = p
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            SubEvent::Rejected { seq, error } => Some((*seq, error.details["reason"].clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected, vec![(Some(3), "undecodable".into())]);
+    // What was accepted can be stored as JSON and read back.
+    let delivered = p.events.iter().find_map(|e| match e {
+        SubEvent::Event(d) if d.event.seq == 2 => d.event.value.clone(),
+        _ => None,
+    });
+    let text = delivered
+        .expect("event 2 delivered with its value")
+        .to_string();
+    serde_json::from_str::<serde_json::Value>(&text).expect("reads back");
+}
+
+#[test]
 fn forged_and_altered_events_are_dropped_and_reported() {
     let w = World::new(6);
     let mut p = Pair::new(
