@@ -198,6 +198,17 @@ impl Pair {
             .collect()
     }
 
+    /// The reported rejections: each event's `seq` (none for a whole batch) and reason.
+    fn rejections(&self) -> Vec<(Option<u64>, serde_json::Value)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                SubEvent::Rejected { seq, error } => Some((*seq, error.details["reason"].clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn failure(&self) -> Option<&bver_contracts::BverError> {
         self.events.iter().find_map(|e| match e {
             SubEvent::Failed(e) => Some(e),
@@ -495,14 +506,7 @@ fn an_event_nested_deeper_than_json_reads_back_is_refused_as_undecodable() {
     );
     p.pump(&w);
     assert_eq!(p.seqs(), vec![1, 2]);
-    let rejected: Vec<_> = p
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            SubEvent::Rejected { seq, error } => Some((*seq, error.details["reason"].clone())),
-            _ => None,
-        })
-        .collect();
+    let rejected = p.rejections();
     assert_eq!(rejected, vec![(Some(3), "undecodable".into())]);
     // What was accepted can be stored as JSON and read back.
     let delivered = p.events.iter().find_map(|e| match e {
@@ -535,14 +539,7 @@ fn forged_and_altered_events_are_dropped_and_reported() {
     }));
     p.pump(&w);
     assert_eq!(p.seqs(), vec![1, 2, 4, 5, 6]);
-    let rejected: Vec<_> = p
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            SubEvent::Rejected { seq, error } => Some((*seq, error.details["reason"].clone())),
-            _ => None,
-        })
-        .collect();
+    let rejected = p.rejections();
     assert_eq!(rejected, vec![(Some(3), "hash_mismatch".into())]);
 
     // A forged header signature: the whole batch is dropped.
