@@ -7,6 +7,7 @@
 
 mod support;
 
+use bver_contracts::ErrorCode;
 use bver_contracts::version::{Diff, PatchOp};
 use bver_node::store::{
     Change, ChangeType, Mutation, Provenance, RefKey, RemoteEffect, Store, TriggerHook,
@@ -176,6 +177,50 @@ both_backends! {
         let row = store.subscription("c").await.unwrap().unwrap();
         assert_eq!((row.seq, row.applied), (300, 300));
         assert_eq!(store.outbox_head().await.unwrap(), 300 + local);
+    }
+
+    async fn an_apply_that_fails_mid_transaction_leaves_nothing_and_the_store_writing(db) {
+        // A trigger (installed from outside, as an operator's mistake or a full disk would
+        // strike) fails the insert of the batch's third local event: after the cache rows and
+        // the cursor read, inside the transaction. The whole batch must be rolled back, the
+        // error returned, and the write connection left without an open transaction.
+        let store = db.open().await;
+        let fail = "sites/e1/3";
+        if db.is_sqlite() {
+            db.execute(&format!(
+                "CREATE TRIGGER bver_test_fail BEFORE INSERT ON bver_events \
+                 WHEN NEW.request_id = '{fail}' BEGIN SELECT RAISE(ABORT, 'injected'); END"
+            ))
+            .await;
+        } else {
+            db.execute(&format!(
+                "CREATE FUNCTION bver_test_fail() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.request_id = '{fail}' THEN RAISE EXCEPTION 'injected'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql; \
+                 CREATE TRIGGER bver_test_fail BEFORE INSERT ON bver_events \
+                 FOR EACH ROW EXECUTE FUNCTION bver_test_fail()"
+            ))
+            .await;
+        }
+        let batch: Vec<RemoteEffect> =
+            (1..=5).map(|n| effect(n, &format!("r{n}"), 1, true)).collect();
+        let err = store.apply_remote("f", "sites", "site_changes", "e1", &batch).await.unwrap_err();
+        // The cause is logged, not returned (database messages stay out of answers).
+        assert_eq!((err.code, err.retryable), (ErrorCode::StorageError, true), "{err:?}");
+        assert_eq!(store.subscription("f").await.unwrap(), None, "the cursor moved");
+        assert_eq!(store.outbox_head().await.unwrap(), 0, "events of a failed apply");
+        assert!(store.events_after(0, 100).await.unwrap().is_empty());
+        assert_eq!(store.cached(&RefKey::new("sites", "site", "r1")).await.unwrap(), None);
+        // The write connection takes the next local write.
+        create(&store, "after").await;
+        assert_eq!(store.outbox_head().await.unwrap(), 2);
+        // Once the cause is gone, the same batch applies whole, numbered after the local write.
+        let on = if db.is_sqlite() { "" } else { " ON bver_events" };
+        db.execute(&format!("DROP TRIGGER bver_test_fail{on}")).await;
+        let a = store.apply_remote("f", "sites", "site_changes", "e1", &batch).await.unwrap();
+        assert_eq!((a.applied, a.duplicates, a.last_local_seq), (5, 0, Some(7)));
+        assert_eq!(store.subscription("f").await.unwrap().unwrap().seq, 5);
+        assert!(store.cached(&RefKey::new("sites", "site", "r1")).await.unwrap().is_some());
     }
 
     async fn another_process_commits_reach_the_head_watch_by_refresh(db) {

@@ -90,6 +90,38 @@ impl Db {
         }
     }
 
+    /// Run `sql` (one or more statements) on this database from a connection of its own, as
+    /// an operator's tool would: for tests that change the database under a store.
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            Self::Sqlite { dir } => {
+                let url = format!("sqlite://{}", dir.path().join("bver.db").display());
+                let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+                    .await
+                    .expect("connect to the SQLite file");
+                sqlx::raw_sql(sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("run SQL");
+            }
+            Self::Postgres { url, .. } => {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+                    .await
+                    .expect("connect to PostgreSQL");
+                sqlx::raw_sql(sql)
+                    .execute(&mut conn)
+                    .await
+                    .expect("run SQL");
+            }
+        }
+    }
+
+    /// Whether this is the SQLite backend.
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, Self::Sqlite { .. })
+    }
+
     /// The SQLite file, for tests that inspect it directly.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         match self {
