@@ -10,8 +10,9 @@ mod roundtrip;
 #[path = "support/patch_ops.rs"]
 mod patch_ops;
 
-/// The files of `fuzz/corpus/{target}`, sorted.
-fn corpus(target: &str) -> Vec<PathBuf> {
+/// The contents of the files of `fuzz/corpus/{target}`, in name order; at least `min` of
+/// them (a corpus that lost its files would otherwise test nothing).
+fn corpus(target: &str, min: usize) -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../fuzz/corpus")
         .join(target);
@@ -21,22 +22,24 @@ fn corpus(target: &str) -> Vec<PathBuf> {
         .filter(|p| p.is_file())
         .collect();
     files.sort();
+    assert!(
+        files.len() >= min,
+        "the seed corpus {target} has only {} files",
+        files.len()
+    );
     files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap_or_else(|e| panic!("{f:?}: {e}")))
+        .collect()
 }
 
 #[test]
 fn replay_parse_pointer_corpus() {
-    let files = corpus("parse_pointer");
-    assert!(
-        files.len() >= 24,
-        "the seed corpus has only {} files",
-        files.len()
-    );
+    let files = corpus("parse_pointer", 24);
     let mut parsed = 0;
-    for file in &files {
-        let data = std::fs::read(file).unwrap_or_else(|e| panic!("{file:?}: {e}"));
-        roundtrip::check_bytes(&data);
-        parsed += usize::from(bver_contracts::RefPtr::parse_bytes(&data).is_ok());
+    for data in &files {
+        roundtrip::check_bytes(data);
+        parsed += usize::from(bver_contracts::RefPtr::parse_bytes(data).is_ok());
     }
     // The corpus seeds both sides of the grammar.
     assert!(
@@ -48,16 +51,10 @@ fn replay_parse_pointer_corpus() {
 
 #[test]
 fn replay_patch_ops_corpus() {
-    let files = corpus("patch_ops");
-    assert!(
-        files.len() >= 20,
-        "the seed corpus has only {} files",
-        files.len()
-    );
+    let files = corpus("patch_ops", 20);
     let (mut json, mut cbor, mut neither) = (0, 0, 0);
-    for file in &files {
-        let data = std::fs::read(file).unwrap_or_else(|e| panic!("{file:?}: {e}"));
-        let out = patch_ops::check_bytes(&data);
+    for data in &files {
+        let out = patch_ops::check_bytes(data);
         json += usize::from(out.json);
         cbor += usize::from(out.cbor);
         neither += usize::from(!out.json && !out.cbor);

@@ -155,6 +155,16 @@ impl Pair {
         }
     }
 
+    /// A subscription to `site_changes` from `cursor`, with the publisher's defaults.
+    fn site_changes(w: &World, cursor: Option<Cursor>) -> Self {
+        Self::new(
+            w,
+            spec(w, "site_changes"),
+            cursor,
+            PublisherConfig::new("sites"),
+        )
+    }
+
     /// Run until the publisher has nothing more to do against `w`.
     fn pump(&mut self, w: &World) {
         loop {
@@ -235,12 +245,7 @@ fn cursor(seq: u64) -> Option<Cursor> {
 #[test]
 fn replay_from_cursor_then_live_without_gap_or_reordering() {
     let mut w = World::new(10);
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(3),
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, cursor(3));
     assert!(matches!(
         p.events.first(),
         None | Some(SubEvent::Subscribed { .. })
@@ -276,12 +281,7 @@ fn replay_from_cursor_then_live_without_gap_or_reordering() {
 #[test]
 fn live_without_cursor_and_oldest_start() {
     let mut w = World::new(5);
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        None,
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, None);
     p.pump(&w);
     assert!(p.seqs().is_empty());
     assert!(matches!(p.events[0], SubEvent::Subscribed { next: 6, .. }));
@@ -302,12 +302,7 @@ fn live_without_cursor_and_oldest_start() {
 fn outdated_cursor_is_a_notice_then_delivery_from_the_oldest() {
     let mut w = World::new(10);
     w.oldest = 6;
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(2),
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, cursor(2));
     p.pump(&w);
     assert!(matches!(
         p.events[1],
@@ -340,12 +335,7 @@ fn cursor_errors() {
     assert!(!e.retryable);
     assert!(p.publisher.is_closed() && p.subscriber.is_closed());
 
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(11),
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, cursor(11));
     p.pump(&w);
     let e = p.failure().unwrap();
     assert_eq!(
@@ -353,12 +343,7 @@ fn cursor_errors() {
         (ErrorCode::InvalidCursor, Some("future_seq"))
     );
     // A cursor at the head is fine: nothing to replay.
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(10),
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, cursor(10));
     p.pump(&w);
     assert!(p.failure().is_none() && p.seqs().is_empty());
 }
@@ -415,12 +400,7 @@ fn grants_scopes_channels_and_contracts() {
 #[test]
 fn revocation_cuts_a_live_stream() {
     let w = World::new(3);
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(0),
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, cursor(0));
     p.pump(&w);
     assert_eq!(p.seqs(), vec![1, 2, 3]);
     w.verifier
@@ -498,12 +478,7 @@ fn an_event_nested_deeper_than_json_reads_back_is_refused_as_undecodable() {
     // Event 2's value is as deep as stored JSON may be; event 3's one level deeper.
     w.outbox[1].value = Some(nested(MAX_JSON_DEPTH));
     w.outbox[2].value = Some(nested(MAX_JSON_DEPTH + 1));
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(0),
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, cursor(0));
     p.pump(&w);
     assert_eq!(p.seqs(), vec![1, 2]);
     let rejected = p.rejections();
@@ -522,12 +497,7 @@ fn an_event_nested_deeper_than_json_reads_back_is_refused_as_undecodable() {
 #[test]
 fn forged_and_altered_events_are_dropped_and_reported() {
     let w = World::new(6);
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(0),
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, cursor(0));
     // Alter the third event's bytes in transit.
     p.tamper = Some(Box::new(|m| {
         if let Message::Batch(b) = m
@@ -543,12 +513,7 @@ fn forged_and_altered_events_are_dropped_and_reported() {
     assert_eq!(rejected, vec![(Some(3), "hash_mismatch".into())]);
 
     // A forged header signature: the whole batch is dropped.
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(0),
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, cursor(0));
     p.tamper = Some(Box::new(|m| {
         if let Message::Batch(b) = m {
             b.sig.0[0] ^= 1;
@@ -559,12 +524,7 @@ fn forged_and_altered_events_are_dropped_and_reported() {
     assert_eq!(p.subscriber.stats().rejected, 6);
 
     // Signed by another key (an impostor with a valid-looking batch).
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(0),
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, cursor(0));
     let other = PlatformKey::from_seed(&[66; 32]).unwrap();
     p.tamper = Some(Box::new(move |m| {
         if let Message::Batch(b) = m {
@@ -587,22 +547,12 @@ fn forged_and_altered_events_are_dropped_and_reported() {
 #[test]
 fn duplicates_are_dropped_by_platform_epoch_seq() {
     let w = World::new(5);
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(0),
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, cursor(0));
     p.pump(&w);
     assert_eq!(p.seqs(), vec![1, 2, 3, 4, 5]);
     // Another stream replays 3..=5 (as after a reconnect from a stale cursor); its events,
     // fed to the first subscriber, are all duplicates.
-    let mut second = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(2),
-        PublisherConfig::new("sites"),
-    );
+    let mut second = Pair::site_changes(&w, cursor(2));
     second.pump(&w);
     for e in second.events.iter() {
         if let SubEvent::Event(d) = e {
@@ -629,12 +579,7 @@ fn duplicates_are_dropped_by_platform_epoch_seq() {
 #[test]
 fn epoch_change_ends_the_stream() {
     let w = World::new(2);
-    let mut p = Pair::new(
-        &w,
-        spec(&w, "site_changes"),
-        cursor(0),
-        PublisherConfig::new("sites"),
-    );
+    let mut p = Pair::site_changes(&w, cursor(0));
     p.pump(&w);
     p.publisher.handle_head("e2", 1);
     p.transmit();
