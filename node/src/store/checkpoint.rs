@@ -137,8 +137,10 @@ pub(crate) async fn run(
 /// frame up to the WAL's end, which a pass running while the writer appends seldom does. The
 /// pages it copied would then wait in the OS page cache, tens of megabytes of them, until the
 /// next checkpoint that does sync: the writer's, which would write them all back while its
-/// callers wait (20–30 ms here). Syncing after each pass, on a blocking thread, keeps that
-/// work off the writer. An extra fsync never weakens durability.
+/// callers wait (20–30 ms here). Syncing after such a pass, on a blocking thread, keeps that
+/// work off the writer. A pass that reached the WAL's end (every frame copied: `copied` equals
+/// the WAL's frames, an empty WAL included) was synced by SQLite itself, in this pass or the
+/// one that copied the last frame, and gets no second fsync.
 async fn background_pass(conn: &mut SqliteConnection, db: &Path) -> Option<Pass> {
     let pass = match passive(conn).await {
         Ok(pass) => pass,
@@ -147,6 +149,9 @@ async fn background_pass(conn: &mut SqliteConnection, db: &Path) -> Option<Pass>
             return None;
         }
     };
+    if pass.copied >= pass.wal_pages {
+        return Some(pass);
+    }
     let db = db.to_owned();
     match tokio::task::spawn_blocking(move || super::wal::fdatasync(&db)).await {
         Ok(Ok(())) => {}
