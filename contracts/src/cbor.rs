@@ -10,6 +10,8 @@
 //!
 //! Also the one bounded decoder for CBOR from peers ([`from_slice`], [`MAX_JSON_DEPTH`]).
 
+pub(crate) mod read;
+
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 

@@ -153,6 +153,33 @@ impl EventEnvelope {
         w.into_bytes()
     }
 
+    /// Decode an envelope from `bytes`, arrays and maps nested at most `depth` deep, exactly as
+    /// [`crate::cbor::from_slice`] does, on a one-pass path for what publishers send (see
+    /// [`EventEnvelope::from_cbor_fast`]); everything else goes to the general decoder.
+    ///
+    /// # Errors
+    ///
+    /// The general decoder's: the bytes are not a CBOR envelope, or nest deeper than `depth`.
+    pub fn from_cbor(
+        bytes: &[u8],
+        depth: usize,
+    ) -> Result<Self, ciborium::de::Error<std::io::Error>> {
+        match crate::cbor::read::envelope(bytes, depth) {
+            Some(e) => Ok(e),
+            None => crate::cbor::from_slice(bytes, depth),
+        }
+    }
+
+    /// The one-pass decoder of [`EventEnvelope::from_cbor`] alone: definite lengths, text
+    /// keys, the envelope's own members once each, JSON values without tags, byte strings or
+    /// `undefined`, nothing after the envelope, nesting at least one level inside `depth`.
+    /// `None` where it defers to the general decoder; where it answers, the answer is the
+    /// general decoder's (the differential tests and the `envelope_cbor` fuzz target check
+    /// it). Public for those checks.
+    pub fn from_cbor_fast(bytes: &[u8], depth: usize) -> Option<Self> {
+        crate::cbor::read::envelope(bytes, depth)
+    }
+
     /// Checks the shape of the event's signature proof, without cryptography: the header is
     /// well formed ([`BatchHeader::validate`]), names this event's origin and epoch, and the
     /// proof's index is this event's position in it (`seq = first_seq + index`). Returns the

@@ -1,6 +1,6 @@
 //! Replays every file of the committed fuzz seed corpora (`fuzz/corpus/parse_pointer/`,
-//! `fuzz/corpus/patch_ops/`) through the fuzz targets' checks, so `cargo test` exercises
-//! them without cargo-fuzz.
+//! `fuzz/corpus/patch_ops/`, `fuzz/corpus/envelope_cbor/`) through the fuzz targets' checks,
+//! so `cargo test` exercises them without cargo-fuzz.
 
 use std::path::PathBuf;
 
@@ -9,6 +9,9 @@ mod roundtrip;
 
 #[path = "support/patch_ops.rs"]
 mod patch_ops;
+
+#[path = "support/envelope_cbor.rs"]
+mod envelope_cbor;
 
 /// The contents of the files of `fuzz/corpus/{target}`, in name order; at least `min` of
 /// them (a corpus that lost its files would otherwise test nothing).
@@ -63,6 +66,25 @@ fn replay_patch_ops_corpus() {
     assert!(
         json >= 5 && cbor >= 4 && neither >= 10,
         "{json} JSON, {cbor} CBOR and {neither} undecodable of {}",
+        files.len()
+    );
+}
+
+#[test]
+fn replay_envelope_cbor_corpus() {
+    let files = corpus("envelope_cbor", 16);
+    let (mut fast, mut deferred_ok, mut refused) = (0, 0, 0);
+    for data in &files {
+        let out = envelope_cbor::check_bytes(data);
+        fast += usize::from(out.fast);
+        deferred_ok += usize::from(!out.fast && out.general);
+        refused += usize::from(!out.general);
+    }
+    // The corpus seeds the one-pass path, envelopes only the general decoder takes, and
+    // bytes neither takes.
+    assert!(
+        fast >= 4 && deferred_ok >= 3 && refused >= 3,
+        "{fast} on the fast path, {deferred_ok} deferred and decoded, {refused} refused of {}",
         files.len()
     );
 }

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bver_contracts::cbor::{self, MAX_JSON_DEPTH};
+use bver_contracts::cbor::MAX_JSON_DEPTH;
 use bver_contracts::{
     BatchHeader, BatchProof, BverError, ErrorCode, EventEnvelope, Phase, SignatureBytes,
 };
@@ -384,7 +384,7 @@ impl Subscriber {
             // One level for the envelope's own map: the value and each diff operation's
             // value then nest no deeper than the JSON the subscriber stores them as.
             let depth = MAX_JSON_DEPTH + 1;
-            let event: EventEnvelope = match cbor::from_slice(&ev.bytes.0, depth) {
+            let event = match EventEnvelope::from_cbor(&ev.bytes.0, depth) {
                 Ok(e) => e,
                 Err(e) => {
                     self.reject(

@@ -1,0 +1,233 @@
+//! The subscriber's one-pass envelope decoder against the general (ciborium) decoder: on
+//! what publishers send it answers, and it answers as the general decoder does; on
+//! everything else it defers or agrees (`support/envelope_cbor.rs` is the check).
+
+use bver_contracts::cbor::MAX_JSON_DEPTH;
+use bver_contracts::version::{ChangeType, Diff, PatchOp};
+use bver_contracts::{EventEnvelope, RefPtr};
+use proptest::prelude::*;
+use serde_json::{Number, Value, json};
+
+#[path = "support/envelope_cbor.rs"]
+mod envelope_cbor;
+#[path = "support/samples.rs"]
+mod samples;
+
+use envelope_cbor::{check_at, check_bytes};
+
+const DEPTH: usize = MAX_JSON_DEPTH + 1;
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<i64>().prop_map(|n| json!(n)),
+        // Every float the general decoder can meet: not finite ones become null.
+        any::<f64>().prop_map(|f| Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        "\\PC{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec(("\\PC{0,8}", inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+fn patch_op() -> impl Strategy<Value = PatchOp> {
+    let path = "(/[a-z~0-9]{0,6}){0,3}";
+    prop_oneof![
+        (path, json_value()).prop_map(|(path, value)| PatchOp::Add { path, value }),
+        path.prop_map(|path| PatchOp::Remove { path }),
+        (path, json_value()).prop_map(|(path, value)| PatchOp::Replace { path, value }),
+        (path, path).prop_map(|(from, path)| PatchOp::Move { from, path }),
+        (path, path).prop_map(|(from, path)| PatchOp::Copy { from, path }),
+        (path, json_value()).prop_map(|(path, value)| PatchOp::Test { path, value }),
+    ]
+}
+
+prop_compose! {
+    fn envelope()(
+        origin in "[a-z][a-z0-9_]{0,8}",
+        epoch in "\\PC{1,10}",
+        seq in any::<u64>(),
+        trigger in "\\PC{1,20}",
+        pointer in "[a-z][a-z0-9_]{0,5}/[a-z][a-z0-9_]{0,5}/[A-Za-z0-9_-]{1,8}",
+        version in any::<u64>(),
+        kind in proptest::option::of("\\PC{0,10}"),
+        change in proptest::option::of(prop::sample::select(ChangeType::ALL.to_vec())),
+        diff in prop::collection::vec(patch_op(), 0..4),
+        value in proptest::option::of(json_value()),
+        time in any::<i64>(),
+    ) -> EventEnvelope {
+        EventEnvelope {
+            origin,
+            epoch,
+            seq,
+            trigger,
+            pointer: RefPtr::parse(&format!("bver://{pointer}")).expect("a valid pointer"),
+            version,
+            kind,
+            change,
+            diff: Diff::new(diff),
+            // A null value is absent on the wire.
+            value: value.filter(|v| !v.is_null()),
+            time,
+            signature: None,
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// What a publisher sends takes the one-pass path and decodes to the envelope.
+    #[test]
+    fn canonical_bytes_decode_on_the_fast_path(e in envelope()) {
+        let bytes = e.to_canonical_cbor();
+        prop_assert_eq!(EventEnvelope::from_cbor_fast(&bytes, DEPTH), Some(e.clone()));
+        let out = check_bytes(&bytes);
+        prop_assert!(out.fast && out.general);
+    }
+
+    /// serde's encoding (members in declaration order, not canonical) decodes the same way.
+    #[test]
+    fn serde_encoded_bytes_decode_on_the_fast_path(e in envelope()) {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&e, &mut bytes).expect("encodes");
+        prop_assert_eq!(EventEnvelope::from_cbor_fast(&bytes, DEPTH), Some(e.clone()));
+        check_bytes(&bytes);
+    }
+
+    /// Altered bytes (a byte replaced, inserted or removed, or the input cut short) never
+    /// make the decoders disagree.
+    #[test]
+    fn altered_bytes_never_make_the_decoders_disagree(
+        e in envelope(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 1..4),
+    ) {
+        let mut bytes = e.to_canonical_cbor();
+        for (at, byte, how) in edits {
+            let i = at.index(bytes.len() + 1);
+            match how {
+                0 if i < bytes.len() => bytes[i] = byte,
+                1 => bytes.insert(i, byte),
+                2 if i < bytes.len() => {
+                    bytes.remove(i);
+                }
+                _ => bytes.truncate(i),
+            }
+        }
+        check_bytes(&bytes);
+    }
+}
+
+/// `envelope_full` re-encoded by ciborium with extra members or shapes the one-pass decoder
+/// leaves to the general one.
+fn with_member(name: &str, value: ciborium::Value) -> Vec<u8> {
+    let mut v: ciborium::Value =
+        ciborium::from_reader(&samples::envelope_minimal().to_canonical_cbor()[..]).unwrap();
+    v.as_map_mut()
+        .unwrap()
+        .push((ciborium::Value::Text(name.into()), value));
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&v, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn the_fast_path_defers_what_it_does_not_handle() {
+    let canonical = samples::envelope_full().to_canonical_cbor();
+    let mut trailing = canonical.clone();
+    trailing.push(0x00);
+    let mut signed = samples::envelope_full();
+    signed.signature = Some(samples::batch_proof());
+    let mut with_signature = Vec::new();
+    ciborium::into_writer(&signed, &mut with_signature).unwrap();
+    let tagged = {
+        let mut e = samples::envelope_minimal();
+        e.value = Some(json!({"a": 1}));
+        let mut bytes = e.to_canonical_cbor();
+        // Tag 1 (epoch time) before the value's map: {"a": 1} is a1 61 61 01.
+        let at = bytes
+            .windows(4)
+            .position(|w| w == [0xa1, 0x61, 0x61, 0x01])
+            .unwrap();
+        bytes.insert(at, 0xc1);
+        bytes
+    };
+    let indefinite = {
+        let mut bytes = samples::envelope_minimal().to_canonical_cbor();
+        bytes[0] = 0xbf; // a map of indefinite length, ended by `break`
+        bytes.push(0xff);
+        bytes
+    };
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("an unknown member", with_member("extra", 1.into()), true),
+        (
+            "a duplicate member",
+            with_member("seq", 9.into()),
+            false, // the general decoder names the duplicate
+        ),
+        (
+            "a byte string value",
+            with_member("value", ciborium::Value::Bytes(vec![1])),
+            false,
+        ),
+        ("trailing bytes", trailing, true),
+        ("a signature member", with_signature, true),
+        ("a tag in the value", tagged, false), // a JSON value has no tags
+        ("an indefinite-length map", indefinite, true),
+    ];
+    for (what, bytes, general_decodes) in cases {
+        let out = check_bytes(&bytes);
+        assert!(!out.fast, "{what}: the one-pass decoder answered");
+        assert_eq!(out.general, general_decodes, "{what}");
+    }
+}
+
+/// A value nested `levels` arrays deep.
+fn nested(levels: usize) -> Vec<u8> {
+    let mut e = samples::envelope_minimal();
+    let mut v = json!(1);
+    for _ in 0..levels {
+        v = Value::Array(vec![v]);
+    }
+    e.value = Some(v);
+    e.to_canonical_cbor()
+}
+
+#[test]
+fn near_the_depth_bound_the_fast_path_defers_and_the_answer_is_the_general_one() {
+    // The envelope's map is one level: DEPTH - 1 levels of value are the most either takes.
+    let most = nested(DEPTH - 1);
+    assert_eq!(
+        check_at(&most, DEPTH),
+        envelope_cbor::Outcome {
+            fast: false,
+            general: true
+        }
+    );
+    assert!(EventEnvelope::from_cbor(&most, DEPTH).is_ok());
+    let under = nested(DEPTH - 2);
+    assert!(check_at(&under, DEPTH).fast);
+    let over = nested(DEPTH);
+    assert_eq!(check_at(&over, DEPTH), envelope_cbor::Outcome::default());
+    assert!(EventEnvelope::from_cbor(&over, DEPTH).is_err());
+}
+
+#[test]
+fn the_samples_decode_on_the_fast_path() {
+    for e in [
+        samples::envelope_minimal(),
+        samples::envelope_full(),
+        samples::envelope_named(),
+    ] {
+        let mut e = e;
+        e.signature = None;
+        let bytes = e.to_canonical_cbor();
+        assert_eq!(EventEnvelope::from_cbor_fast(&bytes, DEPTH), Some(e));
+    }
+}
