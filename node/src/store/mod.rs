@@ -223,7 +223,8 @@ impl Store {
                 connect
                     .clone()
                     .read_only(true)
-                    .pragma("mmap_size", READER_MMAP_BYTES.to_string()),
+                    .pragma("mmap_size", READER_MMAP_BYTES.to_string())
+                    .row_buffer_size(READER_ROW_BUFFER),
             )
             .await
             .map_err(|e| open_error(&e, &path.display().to_string()))?;
@@ -625,6 +626,13 @@ const WRITER_CACHE_KIB: u32 = 16 * 1024;
 /// event, all over the version table). The mapping is shared with the OS page cache, so it
 /// costs address space, not memory. Pages still in the WAL are read from the WAL as before.
 const READER_MMAP_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How many rows a read connection's thread may produce ahead of the reader (sqlx's
+/// default is 50). With 50, a read of thousands of rows (an EAGER replay reads 2,048 at a
+/// time) stalls the connection's thread every 50 rows until the async side takes one, and
+/// the two threads hand the rows over one wake-up at a time. The cost is memory: up to this
+/// many rows of one statement wait for the reader (a replay read asks for at most 2,048).
+const READER_ROW_BUFFER: usize = 4096;
 
 fn const_format_current() -> String {
     format!(

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::Row;
 
@@ -597,8 +598,8 @@ impl Store {
     /// is stored here).
     ///
     /// This is the read behind every EAGER stream, bulk replay included, so it reads only the
-    /// columns an envelope carries, by position, and parses each diff straight into its wire
-    /// form.
+    /// columns an envelope carries, by position, parses each diff straight into its wire
+    /// form, and decodes each row as it arrives.
     pub async fn channel_events(
         &self,
         triggers: &[String],
@@ -626,9 +627,12 @@ impl Store {
             for t in triggers {
                 q = q.bind(t);
             }
-            q.fetch_all(conn)
+            // Each row is decoded as it arrives, while the connection's thread produces the
+            // next ones (see `READER_ROW_BUFFER`), rather than after the last one.
+            q.fetch(conn)
+                .and_then(|row| std::future::ready(channel_event_of(&row)))
+                .try_collect::<Vec<_>>()
                 .await
-                .and_then(|rows| rows.iter().map(channel_event_of).collect())
         })
         .map_err(store_err)
     }
