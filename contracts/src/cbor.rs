@@ -43,6 +43,8 @@ const BYTES: u8 = 2;
 const TEXT: u8 = 3;
 const ARRAY: u8 = 4;
 const MAP: u8 = 5;
+/// Simple values and floats.
+const SIMPLE: u8 = 7;
 
 /// A buffer that deterministic CBOR items are appended to.
 #[derive(Debug, Default)]

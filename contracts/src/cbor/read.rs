@@ -35,13 +35,7 @@ pub(crate) fn envelope(bytes: &[u8], depth: usize) -> Option<EventEnvelope> {
     (r.pos == bytes.len()).then_some(e)
 }
 
-/// Major types.
-const UINT: u8 = 0;
-const NINT: u8 = 1;
-const TEXT: u8 = 3;
-const ARRAY: u8 = 4;
-const MAP: u8 = 5;
-const SIMPLE: u8 = 7;
+use super::{ARRAY, MAP, NINT, SIMPLE, TEXT, UINT};
 
 /// The most items reserved ahead for an array or map; longer ones grow as they are read.
 const MAX_RESERVE: usize = 256;
