@@ -344,4 +344,66 @@ both_backends! {
         }
         assert_eq!(wins, 20);
     }
+
+    async fn a_channel_read_returns_each_event_of_its_triggers_once_in_order_whatever_the_limit(db) {
+        use bver_eager::EventSource;
+        let store = db.open().await;
+        // 30 local events of the channel's trigger, with remote trigger events between them
+        // that the channel does not carry.
+        for i in 0..30u64 {
+            create(&store, &format!("s{i}")).await;
+            if i % 3 == 0 {
+                store
+                    .apply_remote("s", "sites", "site_changes", "e1", &[effect(i + 1, "r", i + 1, true)])
+                    .await
+                    .unwrap();
+            }
+        }
+        let expected: Vec<u64> = store
+            .events_after(0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.trigger == "refs.site.changed")
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(expected.len(), 30);
+        let head = store.outbox_head().await.unwrap();
+        let channel = bver_node::domain::Channel {
+            name: "sites".into(),
+            description: String::new(),
+            triggers: vec!["refs.site.changed".into()],
+            scope: "eager:subscribe:sites".into(),
+            contract: None,
+        };
+        let source = bver_node::federation::sources::StoreEvents::new(
+            store.clone(),
+            "sites".into(),
+            [channel],
+        );
+        // Limits below, at and above the backlog: small ones split each read in two parts.
+        for limit in [1, 2, 3, 5, 8, 13, 40, 100] {
+            for start in [1, 2, 7] {
+                let mut from = start;
+                let mut seen = Vec::new();
+                while from <= head {
+                    let read = source.read("sites", from, limit).await.unwrap();
+                    assert!(read.events.len() <= limit, "limit {limit} from {from}");
+                    assert!(read.scanned_to >= from.max(1) - 1 && read.scanned_to <= head);
+                    assert!(
+                        read.scanned_to >= from,
+                        "limit {limit} from {from}: a read below the head scans at least one"
+                    );
+                    for e in &read.events {
+                        assert!(e.seq >= from && e.seq <= read.scanned_to);
+                        assert!(e.value.is_some(), "the event carries its version's value");
+                    }
+                    seen.extend(read.events.iter().map(|e| e.seq));
+                    from = read.scanned_to + 1;
+                }
+                let want: Vec<u64> = expected.iter().copied().filter(|&s| s >= start).collect();
+                assert_eq!(seen, want, "limit {limit} from {start}");
+            }
+        }
+    }
 }
