@@ -194,13 +194,56 @@ impl<'de> Deserialize<'de> for PatchOp {
 /// The `op` member's values.
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum OpName {
+pub(crate) enum OpName {
     Add,
     Remove,
     Replace,
     Move,
     Copy,
     Test,
+}
+
+impl OpName {
+    /// The operation `name` (`add`, ...), as the `op` member spells it.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        Self::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name))
+            .ok()
+    }
+
+    /// This operation with its members: `Err` names the member it needs and does not have.
+    /// Members it does not use are ignored.
+    pub(crate) fn with(
+        self,
+        path: String,
+        from: Option<String>,
+        value: Option<Value>,
+    ) -> Result<PatchOp, &'static str> {
+        let value = || value.ok_or("value");
+        let from = || from.ok_or("from");
+        Ok(match self {
+            Self::Add => PatchOp::Add {
+                path,
+                value: value()?,
+            },
+            Self::Remove => PatchOp::Remove { path },
+            Self::Replace => PatchOp::Replace {
+                path,
+                value: value()?,
+            },
+            Self::Move => PatchOp::Move {
+                from: from()?,
+                path,
+            },
+            Self::Copy => PatchOp::Copy {
+                from: from()?,
+                path,
+            },
+            Self::Test => PatchOp::Test {
+                path,
+                value: value()?,
+            },
+        })
+    }
 }
 
 /// The members an operation may have; any other is skipped.
@@ -284,31 +327,7 @@ impl<'de> serde::de::Visitor<'de> for PatchOpVisitor {
         }
         let op = op.ok_or_else(|| A::Error::missing_field("op"))?;
         let path = path.ok_or_else(|| A::Error::missing_field("path"))?;
-        let value = || value.ok_or_else(|| A::Error::missing_field("value"));
-        let from = || from.ok_or_else(|| A::Error::missing_field("from"));
-        Ok(match op {
-            OpName::Add => PatchOp::Add {
-                path,
-                value: value()?,
-            },
-            OpName::Remove => PatchOp::Remove { path },
-            OpName::Replace => PatchOp::Replace {
-                path,
-                value: value()?,
-            },
-            OpName::Move => PatchOp::Move {
-                from: from()?,
-                path,
-            },
-            OpName::Copy => PatchOp::Copy {
-                from: from()?,
-                path,
-            },
-            OpName::Test => PatchOp::Test {
-                path,
-                value: value()?,
-            },
-        })
+        op.with(path, from, value).map_err(A::Error::missing_field)
     }
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::event::EventEnvelope;
 use crate::pointer::RefPtr;
-use crate::version::{ChangeType, Diff, PatchOp};
+use crate::version::{ChangeType, Diff, OpName, PatchOp};
 
 /// Decode `bytes` as an envelope, arrays and maps nested at most `depth` deep (counted as
 /// the general decoder counts them: the envelope's own map is one level). `None`: not on
@@ -87,7 +87,8 @@ impl<'a> Reader<'a> {
         Some((major, arg))
     }
 
-    fn peek_null(&mut self) -> bool {
+    /// Takes a `null` if one comes next.
+    fn skip_null(&mut self) -> bool {
         if self.buf.get(self.pos) == Some(&0xf6) {
             self.pos += 1;
             true
@@ -169,7 +170,7 @@ impl<'a> Reader<'a> {
                 "epoch" => once(&mut epoch, self.text()?.to_owned())?,
                 "value" => once(
                     &mut value,
-                    if self.peek_null() {
+                    if self.skip_null() {
                         None
                     } else {
                         Some(self.value()?)
@@ -202,21 +203,17 @@ impl<'a> Reader<'a> {
     }
 
     fn opt_text(&mut self) -> Option<Option<String>> {
-        if self.peek_null() {
+        if self.skip_null() {
             return Some(None);
         }
         Some(Some(self.text()?.to_owned()))
     }
 
     fn change(&mut self) -> Option<Option<ChangeType>> {
-        if self.peek_null() {
+        if self.skip_null() {
             return Some(None);
         }
-        let name = self.text()?;
-        ChangeType::ALL
-            .into_iter()
-            .find(|c| c.as_str() == name)
-            .map(Some)
+        self.text()?.parse().ok().map(Some)
     }
 
     fn diff(&mut self) -> Option<Diff> {
@@ -251,38 +248,16 @@ impl<'a> Reader<'a> {
             }
         }
         self.leave();
-        let path = path?;
-        Some(match op? {
-            "add" => PatchOp::Add {
-                path,
-                value: value?,
-            },
-            "remove" => PatchOp::Remove { path },
-            "replace" => PatchOp::Replace {
-                path,
-                value: value?,
-            },
-            "move" => PatchOp::Move { from: from?, path },
-            "copy" => PatchOp::Copy { from: from?, path },
-            "test" => PatchOp::Test {
-                path,
-                value: value?,
-            },
-            _ => return None,
-        })
+        OpName::parse(op?)?.with(path?, from, value).ok()
     }
 
     /// A JSON value, as serde_json's own visitor builds it from the general decoder.
     fn value(&mut self) -> Option<Value> {
-        let start = self.pos;
         let (major, arg) = self.head()?;
         Some(match major {
             UINT => Value::Number(arg.into()),
             NINT => Value::Number((-1 - i64::try_from(arg).ok()?).into()),
-            TEXT => {
-                self.pos = start;
-                Value::String(self.text()?.to_owned())
-            }
+            TEXT => Value::String(std::str::from_utf8(self.take(arg)?).ok()?.to_owned()),
             ARRAY => {
                 let len = self.enter(arg)?;
                 let mut items = Vec::with_capacity(Self::reserve(len));
