@@ -14,7 +14,7 @@ use bver_contracts::primitive::{
     PrimitiveSpec, PrimitiveStatus, Severity,
 };
 use bver_contracts::version::{ChangeType, Diff, PatchOp};
-use bver_contracts::{BverError, ErrorCode, Phase, RefPtr};
+use bver_contracts::{BverError, ErrorCode, Phase};
 use proptest::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,6 +22,10 @@ use serde_json::{Value, json};
 
 #[path = "support/samples.rs"]
 mod samples;
+#[path = "support/strategies.rs"]
+mod strategies;
+
+use strategies::{envelope, json_value, patch_op};
 
 fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
@@ -728,115 +732,16 @@ fn manifests_are_read_leniently() {
 // ---------------------------------------------------------------------------------------
 // Property tests
 
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        // Floats that JSON text round-trips exactly (serde_json parses floats best-effort).
-        (-100_000i32..100_000).prop_map(|n| json!(f64::from(n) / 64.0)),
-        "[a-zé ]{0,8}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 32, 5, |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            proptest::collection::vec(("[a-z_]{0,5}", inner), 0..5)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
-    })
-}
-
-fn ref_ptr() -> impl Strategy<Value = RefPtr> {
-    (
-        "[a-z][a-z0-9_]{0,6}",
-        "[a-z][a-z0-9_]{0,6}",
-        "[A-Za-z0-9 é/._~-]{1,8}",
-    )
-        .prop_filter_map("valid pointer", |(ns, repo, id)| {
-            RefPtr::new(&ns, &repo, &id).ok()
-        })
-}
-
-fn json_pointer() -> impl Strategy<Value = String> {
-    proptest::collection::vec("[a-z0-9~]{0,3}", 0..3).prop_map(|tokens| {
-        tokens
-            .iter()
-            .map(|t| format!("/{}", t.replace('~', "~0")))
-            .collect()
-    })
-}
-
-fn patch_op() -> impl Strategy<Value = PatchOp> {
-    prop_oneof![
-        (json_pointer(), json_value()).prop_map(|(path, value)| PatchOp::Add { path, value }),
-        json_pointer().prop_map(|path| PatchOp::Remove { path }),
-        (json_pointer(), json_value()).prop_map(|(path, value)| PatchOp::Replace { path, value }),
-        (json_pointer(), json_pointer()).prop_map(|(from, path)| PatchOp::Move { from, path }),
-        (json_pointer(), json_pointer()).prop_map(|(from, path)| PatchOp::Copy { from, path }),
-        (json_pointer(), json_value()).prop_map(|(path, value)| PatchOp::Test { path, value }),
-    ]
-}
-
-fn change() -> impl Strategy<Value = ChangeType> {
-    proptest::sample::select(ChangeType::ALL.to_vec())
-}
-
-fn envelope() -> impl Strategy<Value = EventEnvelope> {
-    (
-        ("[a-z]{1,6}", "[0-9A-Z]{1,10}", any::<u64>(), "[a-z.]{1,20}"),
-        (
-            ref_ptr(),
-            any::<u64>(),
-            proptest::option::of("[a-z.]{1,10}"),
-        ),
-        (
-            proptest::option::of(change()),
-            proptest::collection::vec(patch_op(), 0..3),
-            proptest::option::of(json_value().prop_filter("not null", |v| !v.is_null())),
-            any::<i64>(),
-            any::<bool>(),
-        ),
-    )
-        .prop_map(
-            |(
-                (origin, epoch, seq, trigger),
-                (pointer, version, kind),
-                (change, diff, value, time, signed),
-            )| {
-                let signature = signed.then(|| {
-                    let mut proof = samples::batch_proof();
-                    proof.header.origin.clone_from(&origin);
-                    proof
-                });
-                EventEnvelope {
-                    origin,
-                    epoch,
-                    seq,
-                    trigger,
-                    pointer,
-                    version,
-                    kind,
-                    change,
-                    diff: Diff::new(diff),
-                    value,
-                    time,
-                    signature,
-                }
-            },
-        )
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn envelopes_round_trip(e in envelope()) {
+    fn envelopes_round_trip(e in envelope(json_value())) {
         roundtrip(&e);
     }
 
     #[test]
-    fn canonical_cbor_is_canonical(e in envelope()) {
+    fn canonical_cbor_is_canonical(e in envelope(json_value())) {
         let bytes = check_canonical(&e);
         let mut shuffled = e.clone();
         shuffled.value = shuffled.value.as_ref().map(reversed);
@@ -857,7 +762,7 @@ proptest! {
     }
 
     #[test]
-    fn diffs_round_trip(ops in proptest::collection::vec(patch_op(), 0..6)) {
+    fn diffs_round_trip(ops in proptest::collection::vec(patch_op(json_value()), 0..6)) {
         let d = Diff::new(ops);
         d.validate().expect("generated pointers are valid");
         roundtrip(&d);

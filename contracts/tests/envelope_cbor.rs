@@ -2,82 +2,30 @@
 //! what publishers send it answers, and it answers as the general decoder does; on
 //! everything else it defers or agrees (`support/envelope_cbor.rs` is the check).
 
+use bver_contracts::EventEnvelope;
 use bver_contracts::cbor::MAX_JSON_DEPTH;
-use bver_contracts::version::{ChangeType, Diff, PatchOp};
-use bver_contracts::{EventEnvelope, RefPtr};
 use proptest::prelude::*;
-use serde_json::{Number, Value, json};
+use serde_json::{Value, json};
 
 #[path = "support/envelope_cbor.rs"]
 mod envelope_cbor;
 #[path = "support/samples.rs"]
 mod samples;
+#[path = "support/strategies.rs"]
+mod strategies;
 
 use envelope_cbor::{check_at, check_bytes};
+use strategies::any_json_value;
 
 const DEPTH: usize = MAX_JSON_DEPTH + 1;
 
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<u64>().prop_map(|n| json!(n)),
-        any::<i64>().prop_map(|n| json!(n)),
-        // Every float the general decoder can meet: not finite ones become null.
-        any::<f64>().prop_map(|f| Number::from_f64(f).map_or(Value::Null, Value::Number)),
-        "\\PC{0,12}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 32, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec(("\\PC{0,8}", inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
+/// Envelopes as the decoders meet them: without a signature (it is not part of an event's
+/// bytes), with values carrying every float.
+fn envelope() -> impl Strategy<Value = EventEnvelope> {
+    strategies::envelope(any_json_value()).prop_map(|mut e| {
+        e.signature = None;
+        e
     })
-}
-
-fn patch_op() -> impl Strategy<Value = PatchOp> {
-    let path = "(/[a-z~0-9]{0,6}){0,3}";
-    prop_oneof![
-        (path, json_value()).prop_map(|(path, value)| PatchOp::Add { path, value }),
-        path.prop_map(|path| PatchOp::Remove { path }),
-        (path, json_value()).prop_map(|(path, value)| PatchOp::Replace { path, value }),
-        (path, path).prop_map(|(from, path)| PatchOp::Move { from, path }),
-        (path, path).prop_map(|(from, path)| PatchOp::Copy { from, path }),
-        (path, json_value()).prop_map(|(path, value)| PatchOp::Test { path, value }),
-    ]
-}
-
-prop_compose! {
-    fn envelope()(
-        origin in "[a-z][a-z0-9_]{0,8}",
-        epoch in "\\PC{1,10}",
-        seq in any::<u64>(),
-        trigger in "\\PC{1,20}",
-        pointer in "[a-z][a-z0-9_]{0,5}/[a-z][a-z0-9_]{0,5}/[A-Za-z0-9_-]{1,8}",
-        version in any::<u64>(),
-        kind in proptest::option::of("\\PC{0,10}"),
-        change in proptest::option::of(prop::sample::select(ChangeType::ALL.to_vec())),
-        diff in prop::collection::vec(patch_op(), 0..4),
-        value in proptest::option::of(json_value()),
-        time in any::<i64>(),
-    ) -> EventEnvelope {
-        EventEnvelope {
-            origin,
-            epoch,
-            seq,
-            trigger,
-            pointer: RefPtr::parse(&format!("bver://{pointer}")).expect("a valid pointer"),
-            version,
-            kind,
-            change,
-            diff: Diff::new(diff),
-            // A null value is absent on the wire.
-            value: value.filter(|v| !v.is_null()),
-            time,
-            signature: None,
-        }
-    }
 }
 
 proptest! {
