@@ -93,27 +93,12 @@ impl Db {
     /// Run `sql` (one or more statements) on this database from a connection of its own, as
     /// an operator's tool would: for tests that change the database under a store.
     pub async fn execute(&self, sql: &str) {
-        let sql = sqlx::AssertSqlSafe(sql.to_owned());
         match self {
             Self::Sqlite { dir } => {
                 let url = format!("sqlite://{}", dir.path().join("bver.db").display());
-                let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-                    .await
-                    .expect("connect to the SQLite file");
-                sqlx::raw_sql(sql)
-                    .execute(&mut conn)
-                    .await
-                    .expect("run SQL");
+                run_sql::<sqlx::SqliteConnection>(&url, sql).await;
             }
-            Self::Postgres { url, .. } => {
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
-                    .await
-                    .expect("connect to PostgreSQL");
-                sqlx::raw_sql(sql)
-                    .execute(&mut conn)
-                    .await
-                    .expect("run SQL");
-            }
+            Self::Postgres { url, .. } => run_sql::<sqlx::PgConnection>(url, sql).await,
         }
     }
 
@@ -187,4 +172,19 @@ macro_rules! both_backends {
             )*
         }
     };
+}
+
+/// Run `sql` on a new connection of type `C` to `url`.
+async fn run_sql<C>(url: &str, sql: &str)
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    let mut conn = C::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("run {sql}: {e}"));
 }
